@@ -1,0 +1,175 @@
+"""Wire the gateway together and own its start-up and shutdown.
+
+A message flows: MqttSubscriber -> Route (topic template, decoder) -> line
+protocol -> BatchWriter -> sink (InfluxDB). Anything refused on the way is
+counted and kept in the dead-letter store with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import string
+from collections.abc import Awaitable, Callable
+
+from gateway.config import GatewayConfig, SubscriptionConfig
+from gateway.deadletters import DeadLetterStore
+from gateway.decoding import JsonDecoder, Route, TopicTemplate
+from gateway.errors import ConfigError, PayloadError
+from gateway.points import encode_line
+from gateway.sinks import BatchWriter, Sink, make_sink
+from gateway.sources import MqttMessage, MqttSubscriber
+from gateway.stats import GatewayStats
+
+__all__ = ["Gateway", "build_routes"]
+
+logger = logging.getLogger(__name__)
+
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 30.0
+MAX_LOGGED_PAYLOAD_BYTES = 200
+
+
+class Gateway:
+    """The running gateway: one MQTT session, one writer, shared counters."""
+
+    def __init__(
+        self, config: GatewayConfig, sink: Sink | None = None, source: str = ""
+    ) -> None:
+        self.config = config
+        self.routes = build_routes(config.subscriptions, source)
+        self.stats = GatewayStats()
+        self.dead_letters = DeadLetterStore(
+            config.dead_letters.path, config.dead_letters.max_bytes
+        )
+        self.writer = BatchWriter(
+            sink or make_sink(config.influx), config.influx, self.stats, self.dead_letters
+        )
+        self.subscriber = MqttSubscriber(
+            config.mqtt,
+            [(route.topic_filter, route.qos) for route in self.routes],
+            self.handle_message,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then flush what is buffered and close."""
+        mqtt_name = f"mqtt[{self.subscriber.address}].receive"
+        tasks = [
+            asyncio.create_task(_supervise("influx.write", self.writer.run)),
+            asyncio.create_task(_supervise(mqtt_name, self.subscriber.run)),
+        ]
+        tasks[0].set_name("influx.write")
+        tasks[1].set_name(mqtt_name)
+        try:
+            await stop.wait()
+        finally:
+            logger.info("Stopping: disconnecting from MQTT, flushing buffered points")
+            tasks[1].cancel()
+            await asyncio.gather(tasks[1], return_exceptions=True)
+            await self.subscriber.stop()
+            tasks[0].cancel()
+            await asyncio.gather(tasks[0], return_exceptions=True)
+            await self.writer.flush_remaining()
+            await self.writer.sink.close()
+            self.dead_letters.close()
+            logger.info(
+                "Stopped after %d messages, %d points written",
+                self.stats.messages_received, self.stats.points_written,
+            )
+
+    async def handle_message(self, message: MqttMessage) -> None:
+        """Decode one message and buffer its points; record whatever is refused."""
+        self.stats.messages_received += 1
+        route = self._route_for(message.topic)
+        try:
+            if route is None:
+                raise PayloadError(
+                    "unmatched_topic", "no subscription covers it", topic=message.topic
+                )
+            decoded = route.decode(message)
+        except PayloadError as exc:
+            self._reject_message(message, exc.reason, exc.detail)
+            return
+
+        lines: list[str] = []
+        for point in decoded.points:
+            try:
+                lines.append(encode_line(point))
+            except ValueError as exc:
+                self._reject_message(message, "unencodable_point", str(exc))
+        for rejected in decoded.rejected_fields:
+            self.stats.fields_rejected[rejected.reason] += 1
+            self.dead_letters.add(
+                "field", rejected.reason, f"{rejected.field}: {rejected.detail}",
+                topic=message.topic, payload=message.payload,
+            )
+        if lines:
+            self.stats.points_decoded += len(lines)
+            await self.writer.add(lines)
+
+    def _route_for(self, topic: str) -> Route | None:
+        for route in self.routes:
+            if route.accepts(topic):
+                return route
+        return None
+
+    def _reject_message(self, message: MqttMessage, reason: str, detail: str) -> None:
+        self.stats.messages_rejected[reason] += 1
+        self.dead_letters.add(
+            "message", reason, detail, topic=message.topic, payload=message.payload
+        )
+        logger.debug(
+            "Rejected message on %r (%s: %s): %r",
+            message.topic, reason, detail,
+            message.payload[:MAX_LOGGED_PAYLOAD_BYTES],
+        )
+
+
+def build_routes(subscriptions: list[SubscriptionConfig], source: str = "") -> list[Route]:
+    """Compile the configured subscriptions; raise ConfigError naming the bad key."""
+    routes = []
+    for index, sub in enumerate(subscriptions):
+        key = f"subscriptions.{index}"
+        template = None
+        if sub.topic_template:
+            try:
+                template = TopicTemplate.parse(sub.topic_template)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=f"{key}.topic_template", source=source)
+        names = set(template.tag_names) if template else set()
+        for _, field_name, _, _ in string.Formatter().parse(sub.measurement):
+            if field_name is not None and field_name not in names:
+                raise ConfigError(
+                    f"uses {{{field_name}}}, which the topic template does not capture"
+                    f" (captures: {', '.join(sorted(names)) or 'nothing'})",
+                    key=f"{key}.measurement",
+                    source=source,
+                )
+        topic_filter = sub.topic or (template.topic_filter if template else "")
+        routes.append(
+            Route(
+                topic_filter=topic_filter,
+                qos=sub.qos,
+                template=template,
+                measurement=sub.measurement,
+                static_tags=dict(sub.tags),
+                decoder=JsonDecoder(sub.timestamp_key, sub.timestamp_unit),
+            )
+        )
+    return routes
+
+
+async def _supervise(name: str, body: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived task, restarting it with backoff if it crashes."""
+    delay_s = RESTART_MIN_S
+    while True:
+        try:
+            await body()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Task %s crashed; restarting in about %.0f s", name, delay_s)
+            await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
+            delay_s = min(delay_s * 2, RESTART_MAX_S)

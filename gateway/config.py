@@ -1,0 +1,274 @@
+"""Load, override and validate the gateway's configuration.
+
+The configuration is one TOML file. Any key can be overridden by an environment
+variable named ``DECOR_`` + the key path in capitals, levels joined by ``__``:
+``DECOR_MQTT__HOST=broker.local`` sets ``[mqtt] host``. Values from the
+environment are parsed as TOML values where they parse (``1883``, ``true``,
+``["a", "b"]``) and taken as plain strings otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "DeadLetterConfig",
+    "GatewayConfig",
+    "InfluxConfig",
+    "MqttConfig",
+    "SubscriptionConfig",
+    "TlsConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "DECOR_"
+ENV_SEPARATOR = "__"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelled key must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    """TLS towards the broker."""
+
+    enabled: bool = Field(False, description="Connect to the broker over TLS")
+    ca_file: Path | None = Field(None, description="CA bundle; system CAs if unset")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM)")
+    key_file: Path | None = Field(None, description="Client private key (PEM)")
+    insecure: bool = Field(
+        False, description="Skip hostname and certificate checks (testing only)"
+    )
+
+
+class MqttConfig(_Section):
+    """The broker the gateway reads telemetry from."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name")
+    port: Port = Field(1883, description="Broker TCP port")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    client_id: str = Field(
+        "decor-gateway",
+        min_length=1,
+        max_length=64,
+        description="Stable client id, so the broker can keep this gateway's session",
+    )
+    username: str | None = Field(None, description="Broker user name")
+    password: str | None = Field(None, description="Broker password", repr=False)
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = Field(
+        30, description="Keepalive interval, seconds"
+    )
+    clean_start: bool = Field(
+        True, description="Start a fresh session at each connect (MQTT 5 clean start)"
+    )
+    session_expiry_s: Annotated[int, Field(ge=0)] = Field(
+        0, description="How long the broker keeps the session after a disconnect, s"
+    )
+    reconnect_min_s: PositiveSeconds = Field(
+        1.0, description="First reconnect delay, seconds"
+    )
+    reconnect_max_s: PositiveSeconds = Field(
+        60.0, description="Longest reconnect delay, seconds"
+    )
+    tls: TlsConfig = TlsConfig()
+
+
+class SubscriptionConfig(_Section):
+    """One topic filter, how to decode its payloads and how to name the points."""
+
+    topic: str = Field(
+        "",
+        description="MQTT topic filter; derived from topic_template when empty",
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS")
+    format: Literal["json"] = Field("json", description="Payload format")
+    topic_template: str = Field(
+        "",
+        description="Topic levels to tags: {name} makes a tag, + or {_} skips a "
+        "level, a trailing # ignores the rest",
+    )
+    measurement: str = Field(
+        "telemetry",
+        min_length=1,
+        description="Measurement name; {name} is replaced by that topic level",
+    )
+    timestamp_key: str = Field(
+        "ts", description="JSON key holding the reading time; empty: receive time"
+    )
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
+        "auto", description="Unit of numeric timestamps; auto guesses by magnitude"
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Fixed tags added to every point"
+    )
+
+    @model_validator(mode="after")
+    def _topic_or_template(self) -> SubscriptionConfig:
+        if not self.topic and not self.topic_template:
+            raise ValueError("needs a topic or a topic_template")
+        return self
+
+
+class InfluxConfig(_Section):
+    """Where points are written, and how they are batched."""
+
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
+    api: Literal["auto", "v1", "v2"] = Field(
+        "auto", description="Write API; auto asks the server's /ping"
+    )
+    database: str = Field("decor", description="v1: database")
+    retention_policy: str = Field("", description="v1: retention policy; default RP if empty")
+    username: str | None = Field(None, description="v1: user name")
+    password: str | None = Field(None, description="v1: password", repr=False)
+    create_database: bool = Field(True, description="v1: CREATE DATABASE at start-up")
+    token: str = Field("", description="v2: API token", repr=False)
+    org: str = Field("decor", description="v2: organisation")
+    bucket: str = Field("decor", description="v2: bucket")
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        5000, description="Flush when this many points are buffered"
+    )
+    flush_interval_s: PositiveSeconds = Field(
+        1.0, description="Flush at least this often, seconds"
+    )
+    max_buffered_points: Annotated[int, Field(ge=1)] = Field(
+        100_000,
+        description="Points held in memory before the gateway stops reading MQTT",
+    )
+    timeout_s: PositiveSeconds = Field(10.0, description="HTTP timeout of one write, s")
+    retry_min_s: PositiveSeconds = Field(0.5, description="First retry delay, seconds")
+    retry_max_s: PositiveSeconds = Field(30.0, description="Longest retry delay, seconds")
+
+
+class DeadLetterConfig(_Section):
+    """Where refused payloads and points are kept, with their reason."""
+
+    path: Path = Field(
+        Path(".run/dead-letters.jsonl"), description="JSON Lines file of rejects"
+    )
+    max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        50_000_000, description="Rotate the file (keeping one old copy) past this size"
+    )
+
+
+class GatewayConfig(_Section):
+    """The whole configuration file."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level"
+    )
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    dead_letters: DeadLetterConfig = DeadLetterConfig()
+    subscriptions: list[SubscriptionConfig] = Field(
+        min_length=1, description="Topic filters to read"
+    )
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read a TOML file, apply DECOR_* overrides and validate the result."""
+    environ = os.environ if environ is None else environ
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    from_env = _apply_environment(raw, environ)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source, from_env) from None
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> set[str]:
+    """Overlay DECOR_A__B=value variables onto the parsed file, in place."""
+    applied: set[str] = set()
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
+        if not all(path):
+            continue
+        node: Any = raw
+        for level in path[:-1]:
+            if isinstance(node, list) and level.isdigit() and int(level) < len(node):
+                node = node[int(level)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"cannot override inside a {type(node).__name__}",
+                    key=".".join(path),
+                    source=f"environment variable {name}",
+                )
+            node = node.setdefault(level, {})
+        last = path[-1]
+        value = _parse_env_value(text)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(
+                "cannot be overridden here",
+                key=".".join(path),
+                source=f"environment variable {name}",
+            )
+        applied.add(".".join(path))
+    return applied
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _explain(exc: ValidationError, source: str, from_env: set[str]) -> ConfigError:
+    """Turn pydantic's first error into one line naming the key and the reason."""
+    error = exc.errors()[0]
+    key = ".".join(str(p) for p in error["loc"])
+    if key in from_env:
+        source = f"{source} (overridden by {ENV_PREFIX}"
+        source += ENV_SEPARATOR.join(key.upper().split(".")) + ")"
+    if error["type"] == "extra_forbidden":
+        reason = "unknown key" + _did_you_mean(error["loc"])
+    elif error["type"] == "missing":
+        reason = "required key is missing"
+    else:
+        reason = f"{error['msg']}, got {error.get('input')!r}"
+    more = len(exc.errors()) - 1
+    if more:
+        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(reason, key=key, source=source)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = GatewayConfig
+    for level in loc[:-1]:
+        if isinstance(level, int):
+            continue
+        annotation = model.model_fields[str(level)].annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

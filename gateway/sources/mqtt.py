@@ -1,0 +1,272 @@
+"""Receive telemetry from the MQTT broker, reconnecting for as long as we run.
+
+The rest of the gateway sees only `MqttSubscriber` and `MqttMessage`: the client
+library (gmqtt, chosen by measurement, see bench/mqtt_clients.py) stays behind
+this module so it can be swapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
+
+from gateway.config import MqttConfig
+
+__all__ = ["MessageHandler", "MqttMessage", "MqttSubscriber", "topic_matches"]
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+# MQTT 5 receive maximum: how many unacknowledged QoS 1/2 messages the broker
+# may have in flight to us. Our acknowledgement waits until the reading is
+# buffered, so this bounds the handlers waiting when the buffer is full.
+RECEIVE_MAXIMUM = 1000
+PUBACK_SUCCESS = 0
+PUBACK_UNSPECIFIED_ERROR = 0x80
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """One message as it arrived: topic, raw payload, QoS and receive time."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    received_ns: int
+
+
+MessageHandler = Callable[[MqttMessage], Awaitable[None]]
+
+
+class MqttSubscriber:
+    """Keep one subscription session with the broker and hand each message on.
+
+    `handler` is awaited for each message; for QoS 1 the broker receives our
+    acknowledgement only once it returns, so a handler that waits (because the
+    gateway's buffer is full) holds the broker back instead of losing data.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        topic_filters: Sequence[tuple[str, int]],
+        handler: MessageHandler,
+    ) -> None:
+        self._config = config
+        self._topic_filters = list(topic_filters)
+        self._handler = handler
+        self._client: gmqtt.Client | None = None
+        self._lost = asyncio.Event()
+        self._stopping = False
+        self.connected = asyncio.Event()
+        self.address = f"{config.host}:{config.port}"
+
+    async def run(self) -> None:
+        """Connect, subscribe and stay connected until cancelled."""
+        delay_s = self._config.reconnect_min_s
+        down_since: float | None = None
+        last_reason = ""
+        try:
+            while True:
+                try:
+                    await self._connect_once()
+                except (OSError, asyncio.TimeoutError, MQTTConnectError) as exc:
+                    reason = _describe_failure(exc)
+                    if down_since is None or reason != last_reason:
+                        logger.warning(
+                            "Cannot connect to MQTT broker %s: %s; retrying with "
+                            "backoff", self.address, reason,
+                        )
+                    down_since = down_since or time.monotonic()
+                    last_reason = reason
+                    await self._sleep_backoff(delay_s)
+                    delay_s = min(delay_s * 2, self._config.reconnect_max_s)
+                    continue
+
+                if down_since is not None:
+                    logger.info(
+                        "Connected to MQTT broker %s again after %.1f s",
+                        self.address, time.monotonic() - down_since,
+                    )
+                else:
+                    logger.info("Connected to MQTT broker %s", self.address)
+                delay_s = self._config.reconnect_min_s
+                down_since = None
+                last_reason = ""
+
+                await self._lost.wait()
+                self.connected.clear()
+                down_since = time.monotonic()
+                last_reason = "connection lost"
+                logger.warning(
+                    "Lost connection to MQTT broker %s; reconnecting", self.address
+                )
+                await self._sleep_backoff(delay_s)
+        finally:
+            await self._close()
+
+    async def stop(self) -> None:
+        """Disconnect cleanly; `run` then ends when its task is cancelled."""
+        self._stopping = True
+        await self._close()
+
+    async def _connect_once(self) -> None:
+        await self._close()
+        self._lost.clear()
+        client = self._make_client()
+        self._client = client
+        try:
+            await asyncio.wait_for(
+                client.connect(
+                    self._config.host,
+                    self._config.port,
+                    ssl=self._ssl_context() or False,
+                    keepalive=self._config.keepalive_s,
+                    version=MQTTv50 if self._config.protocol == "5" else MQTTv311,
+                ),
+                timeout=CONNECT_TIMEOUT_S,
+            )
+        except BaseException:
+            _stop_library_reconnect(client)
+            self._client = None
+            raise
+        subscriptions = [
+            gmqtt.Subscription(topic, qos=qos) for topic, qos in self._topic_filters
+        ]
+        client.subscribe(subscriptions)
+        self.connected.set()
+
+    def _make_client(self) -> gmqtt.Client:
+        properties: dict[str, Any] = {}
+        if self._config.protocol == "5":
+            properties["session_expiry_interval"] = self._config.session_expiry_s
+            properties["receive_maximum"] = RECEIVE_MAXIMUM
+        client = gmqtt.Client(
+            self._config.client_id,
+            clean_session=self._config.clean_start,
+            # Acknowledge only after our handler has taken the message.
+            optimistic_acknowledgement=False,
+            logger=logging.getLogger("gateway.sources.gmqtt"),
+            **properties,
+        )
+        if self._config.username:
+            client.set_auth_credentials(self._config.username, self._config.password)
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    async def _on_message(
+        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, props: Any
+    ) -> int:
+        message = MqttMessage(
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=bool(props.get("retain", 0)),
+            received_ns=time.time_ns(),
+        )
+        try:
+            await self._handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The handler records payload faults itself; reaching here is a bug.
+            # Refusing the PUBACK lets the broker redeliver rather than lose it.
+            logger.exception("Handling a message from %r failed", topic)
+            return PUBACK_UNSPECIFIED_ERROR
+        return PUBACK_SUCCESS
+
+    def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+        _stop_library_reconnect(client)
+        if client is self._client and not self._stopping:
+            self._lost.set()
+
+    def _on_subscribe(
+        self, client: gmqtt.Client, mid: int, granted_qos: Sequence[int], props: Any
+    ) -> None:
+        for (topic, _), granted in zip(self._topic_filters, granted_qos, strict=False):
+            if granted >= 0x80:
+                logger.error(
+                    "Broker %s refused the subscription to %r (reason code %#x)",
+                    self.address, topic, granted,
+                )
+            else:
+                logger.info("Subscribed to %r at QoS %d", topic, granted)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self._config.tls
+        if not tls.enabled:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file else None
+        )
+        if tls.cert_file:
+            context.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file else None
+            )
+        if tls.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _sleep_backoff(self, delay_s: float) -> None:
+        # Full jitter keeps a fleet of gateways from reconnecting in lockstep.
+        await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        self.connected.clear()
+        if client is None:
+            return
+        _stop_library_reconnect(client)
+        if client.is_connected:
+            try:
+                await asyncio.wait_for(client.disconnect(), timeout=5)
+            except (OSError, asyncio.TimeoutError) as exc:
+                logger.debug("Disconnect from %s was not clean: %s", self.address, exc)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Tell whether a concrete topic matches an MQTT topic filter."""
+    if topic_filter.startswith("$share/"):
+        topic_filter = topic_filter.split("/", 2)[2]
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    # Topics starting with $ are not matched by leading wildcards (MQTT 4.7.2).
+    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
+        return False
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def _stop_library_reconnect(client: gmqtt.Client) -> None:
+    # gmqtt reconnects by itself with a fixed delay; we reconnect with backoff
+    # and jitter instead, on a fresh client. gmqtt has no public switch for
+    # this: its reconnect is skipped while it believes one is in progress.
+    client._connection_state.reconnecting_now = True  # noqa: SLF001
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, MQTTConnectError):
+        return f"broker refused the connection: {exc}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
