@@ -70,6 +70,8 @@ class MqttSubscriber:
         self._lost = asyncio.Event()
         self._stopping = False
         self.connected = asyncio.Event()
+        # Set once the broker has acknowledged our subscriptions.
+        self.subscribed = asyncio.Event()
         self.address = f"{config.host}:{config.port}"
 
     async def run(self) -> None:
@@ -107,6 +109,7 @@ class MqttSubscriber:
 
                 await self._lost.wait()
                 self.connected.clear()
+                self.subscribed.clear()
                 down_since = time.monotonic()
                 last_reason = "connection lost"
                 logger.warning(
@@ -204,6 +207,7 @@ class MqttSubscriber:
                 )
             else:
                 logger.info("Subscribed to %r at QoS %d", topic, granted)
+        self.subscribed.set()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         tls = self._config.tls
@@ -228,6 +232,7 @@ class MqttSubscriber:
     async def _close(self) -> None:
         client, self._client = self._client, None
         self.connected.clear()
+        self.subscribed.clear()
         if client is None:
             return
         _stop_library_reconnect(client)
