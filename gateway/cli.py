@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
@@ -73,7 +74,7 @@ def check(config: ConfigOption = Path("config/gateway.toml")) -> None:
         Gateway(settings, source=str(config))
     except ConfigError as exc:
         _fail(str(exc))
-    console.print(f"{config}: configuration is valid")
+    console.print(f"{escape(str(config))}: configuration is valid", soft_wrap=True)
 
 
 @app.command()
@@ -106,8 +107,14 @@ def simulate(
         f"Simulating {len(fleet)} devices on {host}:{port}, one reading each every "
         f"{interval:g} s"
     )
-    published = asyncio.run(_until_signal(run_simulation(options)))
-    console.print(f"Published {published or 0} readings")
+    published = 0
+
+    def count(topic: str, payload: bytes) -> None:
+        nonlocal published
+        published += 1
+
+    asyncio.run(_until_signal(run_simulation(options, on_publish=count)))
+    console.print(f"Published {published:,} readings")
 
 
 def main() -> None:
@@ -199,7 +206,10 @@ def _load_or_exit(path: Path) -> GatewayConfig:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]Configuration error:[/] {message}", soft_wrap=True)
+    # The message quotes operator input, which may hold rich markup like "[/]".
+    console.print(
+        f"[bold red]Configuration error:[/] {escape(message)}", soft_wrap=True
+    )
     raise typer.Exit(code=2)
 
 

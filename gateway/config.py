@@ -4,7 +4,9 @@ The configuration is one TOML file. Any key can be overridden by an environment
 variable named ``DECOR_`` + the key path in capitals, levels joined by ``__``:
 ``DECOR_MQTT__HOST=broker.local`` sets ``[mqtt] host``. Values from the
 environment are parsed as TOML values where they parse (``1883``, ``true``,
-``["a", "b"]``) and taken as plain strings otherwise.
+``["a", "b"]``) and taken as plain strings otherwise; a key that holds text
+(a password, a client id, ``protocol``) takes the value as written, so
+``DECOR_MQTT__PASSWORD=12345678`` stays a string.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from gateway.errors import ConfigError
 
@@ -196,9 +200,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
         raise _explain(exc, source, from_env) from None
 
 
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> set[str]:
-    """Overlay DECOR_A__B=value variables onto the parsed file, in place."""
-    applied: set[str] = set()
+def _apply_environment(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """Overlay DECOR_A__B=value variables onto the parsed file, in place.
+
+    Returns the variable name that set each key path, e.g. "mqtt.port".
+    """
+    applied: dict[str, str] = {}
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -218,7 +227,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> set[s
                 )
             node = node.setdefault(level, {})
         last = path[-1]
-        value = _parse_env_value(text)
+        value = _parse_env_value(text, _holds_text(_field_at(path)))
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
         elif isinstance(node, dict):
@@ -229,28 +238,41 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> set[s
                 key=".".join(path),
                 source=f"environment variable {name}",
             )
-        applied.add(".".join(path))
+        applied[".".join(path)] = name
     return applied
 
 
-def _parse_env_value(text: str) -> Any:
+def _parse_env_value(text: str, holds_text: bool) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    # A text key keeps what was written: TOML would turn 12345678 into an int
+    # and 5 into a number that protocol = "5" refuses. "quoted" is still unquoted.
+    if holds_text and not isinstance(value, str):
+        return text
+    return value
 
 
-def _explain(exc: ValidationError, source: str, from_env: set[str]) -> ConfigError:
+def _explain(
+    exc: ValidationError, source: str, from_env: Mapping[str, str]
+) -> ConfigError:
     """Turn pydantic's first error into one line naming the key and the reason."""
     error = exc.errors()[0]
     key = ".".join(str(p) for p in error["loc"])
-    if key in from_env:
-        source = f"{source} (overridden by {ENV_PREFIX}"
-        source += ENV_SEPARATOR.join(key.upper().split(".")) + ")"
+    # The variable may have set this key or a table or list around it.
+    for env_key, name in from_env.items():
+        if key == env_key or key.startswith(env_key + "."):
+            source = f"{source} (overridden by {name})"
+            break
+    field = _field_at(error["loc"])
     if error["type"] == "extra_forbidden":
         reason = "unknown key" + _did_you_mean(error["loc"])
     elif error["type"] == "missing":
         reason = "required key is missing"
+    elif field is not None and field.repr is False:
+        # Secrets (passwords, tokens) are never shown, not even when invalid.
+        reason = error["msg"]
     else:
         reason = f"{error['msg']}, got {error.get('input')!r}"
     more = len(exc.errors()) - 1
@@ -259,16 +281,52 @@ def _explain(exc: ValidationError, source: str, from_env: set[str]) -> ConfigErr
     return ConfigError(reason, key=key, source=source)
 
 
-def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    model: type[BaseModel] = GatewayConfig
-    for level in loc[:-1]:
-        if isinstance(level, int):
-            continue
-        annotation = model.model_fields[str(level)].annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            model = inner
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+def _did_you_mean(loc: Sequence[int | str]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(path: Sequence[int | str]) -> type[BaseModel] | None:
+    """Return the section a key path leads to, e.g. TlsConfig for mqtt.tls."""
+    model: type[BaseModel] | None = GatewayConfig
+    for level in path:
+        if model is None:
+            return None
+        if isinstance(level, int) or level.isdigit():
+            continue  # an index into [[subscriptions]]: same section type
+        field = model.model_fields.get(level)
+        if field is None:
+            return None
+        model = _section_type(field.annotation)
+    return model
+
+
+def _field_at(path: Sequence[int | str]) -> FieldInfo | None:
+    """Return the model field a key path names, or None if it names none."""
+    if not path or isinstance(path[-1], int):
+        return None
+    model = _model_at(path[:-1])
+    return model.model_fields.get(path[-1]) if model else None
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _holds_text(field: FieldInfo | None) -> bool:
+    """Tell whether a field takes text only: str, a path, or a choice of words."""
+    if field is None:
+        return False
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(annotation))
+    kinds = [annotation]
+    if get_origin(annotation) in (Union, UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not NoneType]
+    return all(kind in (str, Path) for kind in kinds)

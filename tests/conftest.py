@@ -28,9 +28,9 @@ from gateway.app import Gateway
 from gateway.config import GatewayConfig
 
 MQTT_HOST = "127.0.0.1"
-MQTT_PORT = int(os.environ.get("DECOR_SERVICES_MQTT_PORT", "18830"))
-INFLUX_V1_URL = f"http://127.0.0.1:{os.environ.get('DECOR_SERVICES_INFLUX_PORT', '18086')}"
-VICTORIA_URL = f"http://127.0.0.1:{os.environ.get('DECOR_SERVICES_VM_PORT', '18428')}"
+MQTT_PORT = int(os.environ.get("SERVICES_MQTT_PORT", "18830"))
+INFLUX_V1_URL = f"http://127.0.0.1:{os.environ.get('SERVICES_INFLUX_PORT', '18086')}"
+VICTORIA_URL = f"http://127.0.0.1:{os.environ.get('SERVICES_VM_PORT', '18428')}"
 WAIT_S = 15.0
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 import orjson
 
 from gateway.decoding.base import Decoded, FieldReject
 from gateway.errors import PayloadError
-from gateway.points import FieldValue, Point
+from gateway.points import INT64_MAX, INT64_MIN, FieldValue, Point
 from gateway.sources.mqtt import MqttMessage
 
 __all__ = ["JsonDecoder", "parse_timestamp"]
@@ -22,6 +25,16 @@ KEY_SEPARATOR = "_"
 MAX_NESTING_DEPTH = 16
 TimestampUnit = Literal["auto", "s", "ms", "us", "ns"]
 _UNIT_TO_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# Decimal digits of an epoch number sent as text, e.g. "1717200000.5".
+_EPOCH_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
+# The fraction of the seconds; datetime keeps only µs, so we read it ourselves.
+_ISO_FRACTION = re.compile(r"(?<=[0-9]{2})[.,]([0-9]+)")
+# A JSON string (skipped whole, even if unterminated, so the scan stays linear),
+# or a bare NaN / nan / -nan / inf / Infinity token outside strings.
+_NON_FINITE_TOKEN = re.compile(
+    r'"(?:[^"\\]|\\.)*"?|(?<![\w.])(-?)(nan|inf(?:inity)?)(?![\w.])',
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class JsonDecoder:
@@ -30,7 +43,8 @@ class JsonDecoder:
     Numbers become float fields, so a field never changes type between
     messages; booleans and strings keep their type. Array elements become
     ``<key>_<index>``. A null is left out, and so is any value InfluxDB cannot
-    hold; each such value is reported as a FieldReject.
+    hold (NaN and infinity, which firmware writes as bare tokens that JSON does
+    not have); each such value is reported as a FieldReject.
     """
 
     def __init__(self, timestamp_key: str = "ts", timestamp_unit: TimestampUnit = "auto"):
@@ -41,10 +55,7 @@ class JsonDecoder:
         self, message: MqttMessage, measurement: str, tags: dict[str, str]
     ) -> Decoded:
         """Decode one message into a point, or raise PayloadError."""
-        try:
-            document = orjson.loads(message.payload)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError("invalid_json", str(exc), topic=message.topic) from None
+        document = _load_json(message)
         if not isinstance(document, dict):
             raise PayloadError(
                 "not_an_object",
@@ -79,42 +90,113 @@ def parse_timestamp(raw: Any, unit: TimestampUnit = "auto") -> int:
     """Return a reading time in ns since the epoch from a number or ISO-8601 text.
 
     Args:
-        raw: epoch seconds/ms/µs/ns as a number, or ISO-8601 text (no zone: UTC).
+        raw: epoch seconds/ms/µs/ns as a number or as decimal text ("1717200000"),
+            or ISO-8601 text (no zone: UTC; fractions kept to the nanosecond).
         unit: the unit of a number; "auto" tells it by magnitude.
     """
     if isinstance(raw, bool) or raw is None:
         raise ValueError(f"timestamp must be a number or ISO-8601 text, got {raw!r}")
-    if isinstance(raw, int | float):
-        if isinstance(raw, float) and not math.isfinite(raw):
+    if isinstance(raw, int):
+        time_ns = _epoch_to_ns(Decimal(raw), unit, raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
             raise ValueError(f"timestamp must be finite, got {raw!r}")
-        if raw < 0:
-            raise ValueError(f"timestamp must not be negative, got {raw!r}")
-        scale = _UNIT_TO_NS[_guess_unit(raw) if unit == "auto" else unit]
-        return int(raw) * scale if isinstance(raw, int) else round(raw * scale)
-    if isinstance(raw, str):
-        try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(f"timestamp {raw[:64]!r} is not ISO-8601") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + (
-            delta.microseconds * 1_000
+        # repr() gives the shortest text that reads back as this float: the digits
+        # the device sent. Scaling the float itself would round 1717200000.123 s
+        # to ...122999808 ns.
+        time_ns = _epoch_to_ns(Decimal(repr(raw)), unit, raw)
+    elif isinstance(raw, str) and _EPOCH_TEXT.fullmatch(raw):
+        time_ns = _epoch_to_ns(Decimal(raw), unit, raw)
+    elif isinstance(raw, str):
+        time_ns = _iso_to_ns(raw)
+    else:
+        raise ValueError(
+            f"timestamp must be a number or ISO-8601 text, got {_shown(raw)}"
         )
-    raise ValueError(f"timestamp must be a number or ISO-8601 text, got {raw!r}")
+    if not INT64_MIN <= time_ns <= INT64_MAX:
+        raise ValueError(
+            f"timestamp {_shown(raw)} is outside the years 1677-2262 "
+            "that InfluxDB can store"
+        )
+    return time_ns
 
 
-def _guess_unit(value: float) -> Literal["s", "ms", "us", "ns"]:
+def _epoch_to_ns(number: Decimal, unit: TimestampUnit, raw: object) -> int:
+    if number < 0:
+        raise ValueError(f"timestamp must not be negative, got {_shown(raw)}")
+    scale = _UNIT_TO_NS[_guess_unit(number) if unit == "auto" else unit]
+    return int((number * scale).to_integral_value(ROUND_HALF_EVEN))
+
+
+def _iso_to_ns(text: str) -> int:
+    fraction_ns = 0
+    whole_seconds = text
+    fraction = _ISO_FRACTION.search(text)
+    if fraction:
+        # Digits past the ninth are below a nanosecond: cut, as datetime does.
+        fraction_ns = int(fraction.group(1)[:9].ljust(9, "0"))
+        whole_seconds = text[: fraction.start()] + text[fraction.end() :]
+    try:
+        moment = datetime.fromisoformat(whole_seconds)
+    except ValueError:
+        raise ValueError(f"timestamp {text[:64]!r} is not ISO-8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + fraction_ns
+
+
+def _shown(raw: object) -> str:
+    return repr(raw)[:64]
+
+
+def _guess_unit(value: Decimal) -> Literal["s", "ms", "us", "ns"]:
     # Epoch seconds stay below 1e11 until the year 5138; each unit after that
     # is a thousand times larger, so magnitude alone tells them apart.
-    if value < 1e11:
+    if value < 10**11:
         return "s"
-    if value < 1e14:
+    if value < 10**14:
         return "ms"
-    if value < 1e17:
+    if value < 10**17:
         return "us"
     return "ns"
+
+
+def _load_json(message: MqttMessage) -> Any:
+    try:
+        return orjson.loads(message.payload)
+    except orjson.JSONDecodeError as exc:
+        error = PayloadError("invalid_json", str(exc), topic=message.topic)
+
+    # Firmware sends an unavailable reading as NaN, nan, -nan or inf, which JSON
+    # has no token for, so orjson refuses the whole document. Read those tokens
+    # as non-finite floats instead; _flatten then leaves out only those fields.
+    try:
+        text = message.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error from None
+    found = 0
+
+    def standard_token(match: re.Match[str]) -> str:
+        nonlocal found
+        if match.group(2) is None:
+            return match.group(0)
+        found += 1
+        if match.group(2).lower() == "nan":
+            return "NaN"
+        return "-Infinity" if match.group(1) else "Infinity"
+
+    text = _NON_FINITE_TOKEN.sub(standard_token, text)
+    if not found:
+        raise error from None
+    try:
+        document = json.loads(text)
+        # The stdlib parser is laxer than orjson (lone surrogates, integers past
+        # 64 bits); refuse here whatever orjson would have refused.
+        orjson.dumps(document)
+    except (ValueError, TypeError, RecursionError):
+        raise error from None
+    return document
 
 
 def _flatten(
@@ -144,6 +226,9 @@ def _flatten(
         fields[key] = value
     elif isinstance(value, int):
         fields[key] = float(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        detail = f"value is {value}, which InfluxDB cannot store"
+        rejects.append(FieldReject(key, "non_finite", detail))
     elif isinstance(value, float):
         fields[key] = value
     elif value is None:

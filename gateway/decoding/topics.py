@@ -51,8 +51,9 @@ class TopicTemplate:
                 levels.append(part)
                 names.append(None)
         tag_names = [n for n in names if n]
-        if len(tag_names) != len(set(tag_names)):
-            raise ValueError(f"topic template {text!r} names a tag twice")
+        for name in tag_names:
+            if tag_names.count(name) > 1:
+                raise ValueError(f"topic template {text!r} names tag {name!r} twice")
         return cls(text, tuple(levels), tuple(names), open_ended)
 
     @property
@@ -71,6 +72,10 @@ class TopicTemplate:
     def match(self, topic: str) -> dict[str, str] | None:
         """Return the captured levels of `topic`, or None if it does not match."""
         parts = topic.split("/")
+        # A leading wildcard never matches a topic that starts with $ (MQTT 4.7.2),
+        # so this agrees with the topic filter the broker uses.
+        if topic.startswith("$") and (not self.levels or self.levels[0] is None):
+            return None
         if len(parts) < len(self.levels) or (
             not self.open_ended and len(parts) != len(self.levels)
         ):
