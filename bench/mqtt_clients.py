@@ -2,33 +2,28 @@
 
 gmqtt, paho-mqtt 2.x and aiomqtt against `mosquitto_sub` (C, the baseline,
 measured in the same run), at QoS 0 and 1, through a private Mosquitto broker
-started for the run (or an existing one: `--broker host:port`).
+(unlimited queues, default inflight window) or `--broker host:port`.
 
-One run = one (consumer, QoS). The consumer, in its own process, subscribes to
-`bench/<uuid>/#`; a retained probe on `bench/<uuid>/ready` reaches it as soon as
-the subscription is live. Then `--publishers` mosquitto_pub processes (`-l -M
-1000`, lines from a file) publish `--messages` JSON lines of ~100 bytes as fast
-as they can. The consumer counts; its rate is (received - 1) / (time of last -
-time of first data message), clocked inside the consumer (`-F %U` timestamps
-for mosquitto_sub). The Python consumers only count: gmqtt with an `async def`
-on_message (default optimistic PUBACK), `gmqtt-ack` (QoS 1 only) with
-`optimistic_acknowledgement=False` so the PUBACK waits for the handler, paho
-with `loop_forever()`, aiomqtt with `async for message in client.messages`.
+One run = one (consumer, QoS). The consumer subscribes to `bench/<uuid>/#` in
+its own process; a retained probe on `bench/<uuid>/ready` tells it is
+subscribed. `--publishers` mosquitto_pub processes (`-l -M 1000`) then publish
+`--messages` ~100-byte JSON lines as fast as they can. Rate = (received - 1) /
+(last - first data message), clocked in the consumer (`-F %U` for mosquitto_sub).
+Python consumers only count: gmqtt with an `async def` on_message (optimistic
+PUBACK, the default), gmqtt-ack (QoS 1 only: `optimistic_acknowledgement=False`,
+PUBACK after the handler), paho with loop_forever(), aiomqtt with `async for`.
 
-Reported per (consumer, QoS): the median over `--rounds` and its ratio to
-mosquitto_sub's median, every run's rate, messages lost (sent - received: a
-shortfall is reported, never hidden) and the publishers' rate (a consumer about
-as fast as the publishers was limited by them). Publishers, broker and consumer
-share the CPUs, so this measures the whole pipeline. With `--backlog` the
-consumer is frozen (SIGSTOP) while everything is published and queued by the
-broker, then resumed: it drains a backlog with only the broker competing.
+Reported per (consumer, QoS): median over `--rounds`, ratio to mosquitto_sub's
+median, each run's rate, messages lost (sent - received; never hidden) and the
+publishers' rate (a consumer as fast as that was publisher-bound). Everything
+shares the CPUs. `--backlog` freezes the consumer (SIGSTOP) while all is
+published, then resumes it: it drains a queued backlog, publishers idle.
+`--mqtt 4` uses MQTT 3.1.1 for every client (default: 5, gmqtt's default).
 
     .venv/bin/python bench/mqtt_clients.py --messages 50000 --rounds 3
 
 Prints a Markdown table; writes bench/results/<YYYY-MM-DD>-mqtt-clients.json.
 """
-from __future__ import annotations
-
 import argparse, asyncio, datetime, json, os, platform, select, signal, socket
 import shutil, statistics, subprocess, sys, tempfile, threading, time, uuid
 from importlib.metadata import version
@@ -55,10 +50,6 @@ class Counter:
 
     def over(self, idle: float) -> bool:
         return self.count >= self.total or time.time() - self.t_last > idle
-
-    def report(self) -> None:
-        print(json.dumps({"received": max(self.count - 1, 0), "t_first": self.t_first,
-                          "t_last": self.t_last}), flush=True)
 
 
 async def watch(c: Counter, idle: float) -> None:
@@ -121,7 +112,8 @@ def consume(a: argparse.Namespace) -> None:
         consume_paho(a, c)
     else:
         asyncio.run((consume_aiomqtt if a.consume == "aiomqtt" else consume_gmqtt)(a, c))
-    c.report()
+    print(json.dumps({"received": max(c.count - 1, 0), "t_first": c.t_first,
+                      "t_last": c.t_last}), flush=True)
 
 
 # --- orchestrator ---
@@ -227,13 +219,12 @@ def main() -> None:
     p.add_argument("--idle", type=float, default=10.0, help="consumer gives up after this")
     p.add_argument("--backlog", action="store_true", help="consumer drains a queued backlog")
     p.add_argument("--consume", choices=CONSUMERS[1:], help=argparse.SUPPRESS)
-    for opt, typ in (("--host", str), ("--port", int), ("--topic", str), ("--qos", int),
-                     ("--count", int)):
-        p.add_argument(opt, type=typ, help=argparse.SUPPRESS)
+    for opt, typ in (("host", str), ("port", int), ("topic", str), ("qos", int), ("count", int)):
+        p.add_argument(f"--{opt}", type=typ, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.consume:
         return consume(a)
-    names = [n for n in a.consumers.split(",") if n]
+    names, load_before = [n for n in a.consumers.split(",") if n], os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
     files = [tmp / f"pub{i}.txt" for i in range(a.publishers)]
     lines = [json.dumps({"device": f"sensor-{i % 500:04d}", "seq": i, "ts": 1733246000.123 + i,
@@ -271,7 +262,8 @@ def main() -> None:
               f"{', '.join(map(str, s['lost']))} | {s['median_publish_rate']:,} |")
     mosq = subprocess.run(["mosquitto_sub", "--help"], capture_output=True, text=True).stdout
     env = {"python": platform.python_version(), "platform": platform.platform(),
-           "cpus": os.cpu_count(), "mosquitto": mosq.splitlines()[1] if mosq else None,
+           "cpus": os.cpu_count(), "mosquitto": mosq.splitlines()[1:2],
+           "loadavg_before_after": [load_before, os.getloadavg()],  # others using the CPUs?
            **{pkg: version(pkg) for pkg in ("gmqtt", "paho-mqtt", "aiomqtt")}}
     suffix = ("-backlog" if a.backlog else "") + ("-mqtt311" if a.mqtt == 4 else "")
     out = Path(__file__).parent / "results" / f"{datetime.date.today()}-mqtt-clients{suffix}.json"

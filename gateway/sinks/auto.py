@@ -8,7 +8,7 @@ import httpx
 
 from gateway.config import InfluxConfig
 from gateway.errors import SinkError
-from gateway.sinks.base import Sink
+from gateway.sinks.base import Sink, describe_failure
 from gateway.sinks.influx_v1 import InfluxV1Sink
 from gateway.sinks.influx_v2 import InfluxV2Sink
 
@@ -56,7 +56,7 @@ class AutoSink:
                     response = await client.get(f"{self.url}/ping")
             except httpx.HTTPError as exc:
                 raise SinkError(
-                    f"InfluxDB at {self.url} unreachable: {exc or type(exc).__name__}",
+                    f"InfluxDB at {self.url} unreachable: {describe_failure(exc)}",
                     url=self.url,
                 ) from exc
             version = response.headers.get(VERSION_HEADER)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Protocol
 
-__all__ = ["Sink", "classify_rejection"]
+import orjson
+
+__all__ = ["Sink", "classify_rejection", "describe_failure", "refuses_points"]
+
+# Answers that refuse the points themselves (a bad line, a type conflict, a body
+# too large): resending the same lines cannot help, splitting them can. Other
+# 4xx answers (401, 403, 404 database or bucket not found, 429) are about the
+# server or our credentials, and every point would meet them: retry those.
+POINT_REFUSAL_STATUSES = frozenset({400, 413, 422})
+MAX_CAUSE_DEPTH = 8
 
 _FIELD_CONFLICT = re.compile(
     r'field type conflict: input field \\?"(?P<field>[^"\\]+)\\?" on measurement '
     r'\\?"(?P<measurement>[^"\\]+)\\?" is type (?P<attempted>\w+), already exists as '
     r"type (?P<existing>\w+)"
 )
+# InfluxDB quotes each line it could not parse, one per line of its message.
+_UNPARSABLE_LINE = re.compile(r"unable to parse '(?P<line>.*)': ")
 
 
 class Sink(Protocol):
@@ -40,14 +52,56 @@ def classify_rejection(body: str) -> tuple[str, dict[str, str]]:
     """Name the reason in a 4xx answer from InfluxDB, with its facts.
 
     Returns a reason code ("field_type_conflict", "unparsable_line",
-    "too_large", "rejected") and what the message said, e.g. the measurement
-    and field of a type conflict.
+    "too_large", "rejected") and what the message said: the measurement, field
+    and both types of a type conflict; the refused lines, joined by newlines,
+    of an unparsable line. InfluxDB 1.x says it in `{"error": ...}`, 2.x in
+    `{"code": ..., "message": ...}`, a proxy in HTML; the words are the same.
     """
     conflict = _FIELD_CONFLICT.search(body)
     if conflict:
         return "field_type_conflict", conflict.groupdict()
     if "unable to parse" in body or "invalid field format" in body:
-        return "unparsable_line", {}
+        quoted = _UNPARSABLE_LINE.findall(_error_message(body))
+        return "unparsable_line", {"lines": "\n".join(quoted)} if quoted else {}
     if "too large" in body.lower():
         return "too_large", {}
     return "rejected", {}
+
+
+def refuses_points(status: int, body: str) -> bool:
+    """Tell whether an error answer refuses the lines sent, not the request as such.
+
+    Early InfluxDB 2.0 releases wrapped a partial write in a 500, so the body
+    counts as much as the status code.
+    """
+    return status in POINT_REFUSAL_STATUSES or "partial write" in body
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Name why a connection failed in the operating system's words, if it gave any.
+
+    HTTP and MQTT clients wrap the OSError several levels deep and word it
+    "Connect call failed ('127.0.0.1', 8086)" or "All connection attempts
+    failed"; the errno underneath says "Connection refused".
+    """
+    cause: BaseException | None = exc
+    for _ in range(MAX_CAUSE_DEPTH):
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _error_message(body: str) -> str:
+    """Return the message of a JSON error answer, unescaped; else the body as is."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(document, dict):
+        message = document.get("error") or document.get("message")
+        if isinstance(message, str):
+            return message
+    return body

@@ -128,7 +128,7 @@ class BatchWriter:
         self._opened = True
         self.ready.set()
         logger.info("Writing to %s", self.sink.description)
-        self._note_up(0)
+        self._note_up()
 
     async def _flush_one_batch(self) -> None:
         batch = self._buffer[: self._config.batch_size]
@@ -156,7 +156,7 @@ class BatchWriter:
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
                 continue
             self._stats.points_written += len(lines)
-            self._note_up(len(lines))
+            self._note_up()
             return
 
     async def _handle_rejection(self, lines: list[str], exc: PointsRejected) -> None:
@@ -183,6 +183,10 @@ class BatchWriter:
         self, lines: list[str], reason: str, facts: dict[str, str], exc: PointsRejected
     ) -> None:
         refused = lines
+        if reason == "unparsable_line" and "lines" in facts:
+            # InfluxDB quotes the lines it could not parse and stored the rest.
+            quoted = set(facts["lines"].split("\n"))
+            refused = [line for line in lines if line in quoted] or lines
         if reason == "field_type_conflict":
             refused = _lines_with_field(lines, facts["measurement"], facts["field"])
             logger.warning(
@@ -209,13 +213,13 @@ class BatchWriter:
         else:
             logger.debug("Still failing: %s", exc)
 
-    def _note_up(self, written: int) -> None:
+    def _note_up(self) -> None:
         if self._down_since is None:
             return
+        # The batch just written is still counted in the buffer.
         logger.info(
-            "%s is back after %.1f s; wrote %d points that had waited",
-            self.sink.description, time.monotonic() - self._down_since,
-            written + self.buffered,
+            "%s is back after %.1f s; writing the %d points buffered meanwhile",
+            self.sink.description, time.monotonic() - self._down_since, self.buffered,
         )
         self._down_since = None
 

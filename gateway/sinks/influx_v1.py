@@ -8,6 +8,7 @@ import httpx
 
 from gateway.config import InfluxConfig
 from gateway.errors import PointsRejected, SinkError
+from gateway.sinks.base import describe_failure, refuses_points
 
 __all__ = ["InfluxV1Sink"]
 
@@ -55,7 +56,7 @@ class InfluxV1Sink:
         if response.status_code == 204:
             return
         text = response.text[:2000]
-        if 400 <= response.status_code < 500 and response.status_code != 429:
+        if refuses_points(response.status_code, text):
             raise PointsRejected(
                 f"{self.description} refused the write: HTTP {response.status_code}",
                 url=self.url,
@@ -77,17 +78,10 @@ class InfluxV1Sink:
             return await self._client.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
             raise SinkError(
-                f"{self.description} unreachable: {_describe(exc)}", url=self.url
+                f"{self.description} unreachable: {describe_failure(exc)}",
+                url=self.url,
             ) from exc
 
 
 def _quote_identifier(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    cause = exc.__cause__ or exc.__context__
-    detail = str(exc) or type(exc).__name__
-    if isinstance(cause, OSError) and cause.strerror:
-        detail = cause.strerror
-    return detail

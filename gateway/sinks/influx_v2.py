@@ -16,6 +16,7 @@ from influxdb_client.rest import ApiException
 
 from gateway.config import InfluxConfig
 from gateway.errors import PointsRejected, SinkError
+from gateway.sinks.base import describe_failure, refuses_points
 
 __all__ = ["InfluxV2Sink"]
 
@@ -56,7 +57,7 @@ class InfluxV2Sink:
         except ApiException as exc:
             status = int(exc.status or 0)
             body = str(exc.body or exc.reason or "")[:2000]
-            if 400 <= status < 500 and status != 429:
+            if refuses_points(status, body):
                 raise PointsRejected(
                     f"{self.description} refused the write: HTTP {status}",
                     url=self.url,
@@ -83,6 +84,4 @@ class InfluxV2Sink:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.strerror or str(exc)
-    return str(exc) or type(exc).__name__
+    return describe_failure(exc)

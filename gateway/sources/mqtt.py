@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 import time
@@ -33,6 +34,7 @@ CONNECT_TIMEOUT_S = 10.0
 RECEIVE_MAXIMUM = 1000
 PUBACK_SUCCESS = 0
 PUBACK_UNSPECIFIED_ERROR = 0x80
+LOST = "connection lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,17 @@ class MqttSubscriber:
                     await self._connect_once()
                 except (OSError, asyncio.TimeoutError, MQTTConnectError) as exc:
                     reason = _describe_failure(exc)
-                    if down_since is None or reason != last_reason:
+                    # One warning per outage, and one more if the reason changes;
+                    # a lost connection has had its warning already.
+                    if down_since is None or last_reason not in (reason, LOST):
                         logger.warning(
                             "Cannot connect to MQTT broker %s: %s; retrying with "
                             "backoff", self.address, reason,
+                        )
+                    else:
+                        logger.debug(
+                            "Still cannot connect to MQTT broker %s: %s",
+                            self.address, reason,
                         )
                     down_since = down_since or time.monotonic()
                     last_reason = reason
@@ -111,7 +120,7 @@ class MqttSubscriber:
                 self.connected.clear()
                 self.subscribed.clear()
                 down_since = time.monotonic()
-                last_reason = "connection lost"
+                last_reason = LOST
                 logger.warning(
                     "Lost connection to MQTT broker %s; reconnecting", self.address
                 )
@@ -274,4 +283,10 @@ def _describe_failure(exc: BaseException) -> str:
         return f"broker refused the connection: {exc}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
-    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+    if isinstance(exc, OSError):
+        # asyncio words a refusal "Connect call failed ('127.0.0.1', 1883)";
+        # the errno says why.
+        if exc.errno:
+            return os.strerror(exc.errno)
+        return exc.strerror or str(exc)
+    return str(exc)
