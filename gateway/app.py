@@ -81,6 +81,19 @@ class Gateway:
     async def handle_message(self, message: MqttMessage) -> None:
         """Decode one message and buffer its points; record whatever is refused."""
         self.stats.messages_received += 1
+        try:
+            lines = self._decode(message)
+        except Exception as exc:
+            # A decoder bug must not lose the message: the broker has it
+            # acknowledged once we return, so keep it with the error.
+            logger.exception("Decoding a message from %r failed", message.topic)
+            self._reject_message(message, "decoder_error", f"{type(exc).__name__}: {exc}")
+            return
+        if lines:
+            self.stats.points_decoded += len(lines)
+            await self.writer.add(lines)
+
+    def _decode(self, message: MqttMessage) -> list[str]:
         route = self._route_for(message.topic)
         try:
             if route is None:
@@ -90,7 +103,7 @@ class Gateway:
             decoded = route.decode(message)
         except PayloadError as exc:
             self._reject_message(message, exc.reason, exc.detail)
-            return
+            return []
 
         lines: list[str] = []
         for point in decoded.points:
@@ -104,9 +117,7 @@ class Gateway:
                 "field", rejected.reason, f"{rejected.field}: {rejected.detail}",
                 topic=message.topic, payload=message.payload,
             )
-        if lines:
-            self.stats.points_decoded += len(lines)
-            await self.writer.add(lines)
+        return lines
 
     def _route_for(self, topic: str) -> Route | None:
         for route in self.routes:

@@ -191,6 +191,10 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
         raise ConfigError("file not found", source=source) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start} cannot be decoded)", source=source
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from None
     from_env = _apply_environment(raw, environ)

@@ -120,3 +120,35 @@ async def test_gateway_rejects_bad_messages_and_stores_the_rest_of_the_batch(
     )
     garbage = next(e for e in dead if "payload_base64" in e)
     assert garbage["topic"] == topic and garbage["reason"] == "invalid_json"
+
+
+class _BrokenDecoder:
+    """A decoder with a bug, at our own decoder seam."""
+
+    def decode(self, message, measurement, tags):
+        raise KeyError("a bug in a decoder")
+
+
+async def test_gateway_keeps_a_message_whose_decoder_crashes(gateway_config, tmp_path):
+    """Test that a decoder bug dead-letters the message instead of losing it."""
+    import dataclasses
+
+    from gateway.app import Gateway
+    from gateway.sources import MqttMessage
+
+    gateway = Gateway(gateway_config())
+    gateway.routes = [dataclasses.replace(gateway.routes[0], decoder=_BrokenDecoder())]
+    topic = gateway.routes[0].topic_filter.replace("+", "x")
+    await gateway.handle_message(
+        MqttMessage(topic=topic, payload=b'{"a": 1.0}', qos=1, retain=False,
+                    received_ns=time.time_ns())
+    )
+    gateway.dead_letters.close()
+
+    assert gateway.stats.messages_rejected == {"decoder_error": 1}
+    assert gateway.writer.buffered == 0
+    [entry] = [orjson.loads(line) for line in
+               gateway.config.dead_letters.path.read_bytes().splitlines()]
+    assert entry["reason"] == "decoder_error"
+    assert entry["payload"] == '{"a": 1.0}'
+    assert "a bug in a decoder" in entry["detail"]

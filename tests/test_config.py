@@ -287,6 +287,17 @@ def test_load_config_reports_invalid_toml(tmp_path):
     assert "line 2" in error.reason
 
 
+def test_load_config_reports_a_file_that_is_not_utf8(tmp_path):
+    """Test that a file in another encoding is a ConfigError, not a traceback."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[mqtt]\nhost = 'kantor-\xe9'\n".encode("latin-1"))
+
+    error = _refusal(path)
+
+    assert error.source == str(path)
+    assert error.reason.startswith("not UTF-8 text")
+
+
 def test_load_config_requires_subscriptions(tmp_path):
     """Test that a file without [[subscriptions]] is refused, naming the key."""
     error = _refusal(_write(tmp_path, "[mqtt]\nhost = 'broker'\n"))

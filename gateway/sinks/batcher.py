@@ -51,7 +51,6 @@ class BatchWriter:
         self._batch_ready = asyncio.Event()
         self._room = asyncio.Condition()
         self._down_since: float | None = None
-        self._failed_batches = 0
         self._opened = False
         self.ready = asyncio.Event()
 
@@ -150,7 +149,6 @@ class BatchWriter:
                 return
             except SinkError as exc:
                 self._stats.write_failures += 1
-                self._failed_batches += 1
                 self._note_down(exc)
                 await _sleep_jittered(delay_s)
                 delay_s = min(delay_s * 2, self._config.retry_max_s)

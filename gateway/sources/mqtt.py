@@ -34,6 +34,7 @@ CONNECT_TIMEOUT_S = 10.0
 RECEIVE_MAXIMUM = 1000
 PUBACK_SUCCESS = 0
 PUBACK_UNSPECIFIED_ERROR = 0x80
+GMQTT_NEVER_RECONNECT = -2
 LOST = "connection lost"
 
 
@@ -174,6 +175,7 @@ class MqttSubscriber:
         )
         if self._config.username:
             client.set_auth_credentials(self._config.username, self._config.password)
+        _stop_library_reconnect(client)
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -194,8 +196,9 @@ class MqttSubscriber:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The handler records payload faults itself; reaching here is a bug.
-            # Refusing the PUBACK lets the broker redeliver rather than lose it.
+            # The handler keeps every message it cannot process itself, so
+            # reaching here is a bug. gmqtt still sends this PUBACK (an error
+            # code ends the exchange too): the broker will not redeliver.
             logger.exception("Handling a message from %r failed", topic)
             return PUBACK_UNSPECIFIED_ERROR
         return PUBACK_SUCCESS
@@ -273,8 +276,12 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 def _stop_library_reconnect(client: gmqtt.Client) -> None:
     # gmqtt reconnects by itself with a fixed delay; we reconnect with backoff
-    # and jitter instead, on a fresh client. gmqtt has no public switch for
-    # this: its reconnect is skipped while it believes one is in progress.
+    # and jitter instead, on a fresh client. gmqtt has no documented switch for
+    # this. Its retry check is `failed_connections <= reconnect_retries` unless
+    # retries is -1 (unlimited), so -2 never allows one, also after a refused
+    # CONNACK; and a reconnect already scheduled is skipped while it believes
+    # one is in progress.
+    client.set_config({"reconnect_retries": GMQTT_NEVER_RECONNECT})
     client._connection_state.reconnecting_now = True  # noqa: SLF001
 
 
