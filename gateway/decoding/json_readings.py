@@ -22,6 +22,7 @@ __all__ = ["JsonDecoder", "parse_timestamp"]
 logger = logging.getLogger(__name__)
 
 KEY_SEPARATOR = "_"
+RESERVED_FIELD_KEY = "time"
 MAX_NESTING_DEPTH = 16
 TimestampUnit = Literal["auto", "s", "ms", "us", "ns"]
 _UNIT_TO_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -74,6 +75,18 @@ class JsonDecoder:
         result = Decoded()
         fields: dict[str, FieldValue] = {}
         _flatten(document, "", fields, result.rejected_fields, depth=0)
+        if RESERVED_FIELD_KEY in fields:
+            # InfluxDB keeps "time" for the timestamp and drops or refuses such
+            # a field; leave it out alone rather than lose the whole point.
+            del fields[RESERVED_FIELD_KEY]
+            result.rejected_fields.append(
+                FieldReject(
+                    RESERVED_FIELD_KEY,
+                    "reserved_key",
+                    "InfluxDB reserves 'time' for the timestamp; set timestamp_key "
+                    "= \"time\" if it is the reading time",
+                )
+            )
         if not fields:
             reasons = sorted({r.reason for r in result.rejected_fields}) or ["empty"]
             raise PayloadError(

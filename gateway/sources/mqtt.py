@@ -35,7 +35,15 @@ RECEIVE_MAXIMUM = 1000
 PUBACK_SUCCESS = 0
 PUBACK_UNSPECIFIED_ERROR = 0x80
 GMQTT_NEVER_RECONNECT = -2
+# How gmqtt's messages about a refused CONNACK begin (see _GmqttLogger).
+GMQTT_REFUSAL_PREFIXES = (
+    "[MqttPackageHandler] CONNACK",
+    "[MqttPackageHandler] not reconnecting after a permanent CONNACK",
+)
 LOST = "connection lost"
+# How long connect() may take to raise a refusal once the connection is closed.
+CONNACK_GRACE_S = 1.0
+CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +149,7 @@ class MqttSubscriber:
         self._client = client
         try:
             await asyncio.wait_for(
-                client.connect(
-                    self._config.host,
-                    self._config.port,
-                    ssl=self._ssl_context() or False,
-                    keepalive=self._config.keepalive_s,
-                    version=MQTTv50 if self._config.protocol == "5" else MQTTv311,
-                ),
-                timeout=CONNECT_TIMEOUT_S,
+                self._connect_unless_closed(client), timeout=CONNECT_TIMEOUT_S
             )
         except BaseException:
             _stop_library_reconnect(client)
@@ -160,6 +161,34 @@ class MqttSubscriber:
         client.subscribe(subscriptions)
         self.connected.set()
 
+    async def _connect_unless_closed(self, client: gmqtt.Client) -> None:
+        # gmqtt's connect() waits for a CONNACK even after the broker has
+        # closed the connection without one (a TLS listener that requires a
+        # client certificate, a full broker), so stop waiting when it closes.
+        connecting = asyncio.ensure_future(
+            client.connect(
+                self._config.host,
+                self._config.port,
+                ssl=self._ssl_context() or False,
+                keepalive=self._config.keepalive_s,
+                version=MQTTv50 if self._config.protocol == "5" else MQTTv311,
+            )
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({connecting, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                # A broker that refuses us closes the connection right after
+                # its CONNACK: let connect() raise that refusal, which says why.
+                await asyncio.wait({connecting}, timeout=CONNACK_GRACE_S)
+            if not connecting.done():
+                raise ConnectionResetError(CLOSED_BEFORE_CONNACK)
+            connecting.result()
+        finally:
+            for task in (connecting, lost):
+                task.cancel()
+            await asyncio.gather(connecting, lost, return_exceptions=True)
+
     def _make_client(self) -> gmqtt.Client:
         properties: dict[str, Any] = {}
         if self._config.protocol == "5":
@@ -170,7 +199,7 @@ class MqttSubscriber:
             clean_session=self._config.clean_start,
             # Acknowledge only after our handler has taken the message.
             optimistic_acknowledgement=False,
-            logger=logging.getLogger("gateway.sources.gmqtt"),
+            logger=_GmqttLogger(logging.getLogger("gateway.sources.gmqtt")),
             **properties,
         )
         if self._config.username:
@@ -285,11 +314,34 @@ def _stop_library_reconnect(client: gmqtt.Client) -> None:
     client._connection_state.reconnecting_now = True  # noqa: SLF001
 
 
+class _GmqttLogger(logging.LoggerAdapter[logging.Logger]):
+    """Pass gmqtt's log on, with its lines about a refused CONNACK at debug.
+
+    gmqtt logs every refused CONNACK as one warning and two errors, the errors
+    saying it will not reconnect. `MqttSubscriber.run` reports the refusal
+    itself, once per outage, and does reconnect: at each retry these lines
+    would only repeat it, and mislead.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith(GMQTT_REFUSAL_PREFIXES):
+            level = min(level, logging.DEBUG)
+        # Name gmqtt's line as the caller, not this method.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        super().log(level, msg, *args, **kwargs)
+
+
 def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, MQTTConnectError):
         return f"broker refused the connection: {exc}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        # An SSLError is an OSError whose errno is OpenSSL's error code, not
+        # the system's: os.strerror(1) would say "Operation not permitted".
+        return f"TLS handshake failed: {exc.reason or exc}"
     if isinstance(exc, OSError):
         # asyncio words a refusal "Connect call failed ('127.0.0.1', 1883)";
         # the errno says why.

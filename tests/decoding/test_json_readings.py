@@ -451,3 +451,17 @@ def test_json_decoder_refuses_bare_nan_as_not_an_object(payload, kind):
 
     assert error.reason == "not_an_object"
     assert kind in error.detail
+
+
+def test_json_decoder_leaves_out_a_field_named_time_and_keeps_the_rest():
+    """Test that a 'time' key (reserved by InfluxDB) is rejected alone."""
+    from gateway.decoding.json_readings import JsonDecoder
+    from gateway.sources.mqtt import MqttMessage
+
+    message = MqttMessage("t/a", b'{"time": "12:00", "level": 1.5}', 1, False, 7)
+    decoded = JsonDecoder().decode(message, "m", {})
+
+    assert decoded.points[0].fields == {"level": 1.5}
+    assert [(r.field, r.reason) for r in decoded.rejected_fields] == [
+        ("time", "reserved_key")
+    ]
