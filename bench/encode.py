@@ -41,14 +41,26 @@ SHAPES: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "plain": (
         "river_gauge",
         {"agency": "bpbd", "device_id": "rg-ciliwung-01", "site": "manggarai"},
-        {"water_level_cm": 182.4, "battery_voltage_v": 3.91, "rssi_dbm": -71.0,
-         "temperature_c": 28.35, "pump_on": True, "status": "ok"},
+        {
+            "water_level_cm": 182.4,
+            "battery_voltage_v": 3.91,
+            "rssi_dbm": -71.0,
+            "temperature_c": 28.35,
+            "pump_on": True,
+            "status": "ok",
+        },
     ),
     "escaped": (
         "river gauge,raw",
         {"agency": "BPBD DKI", "room": "Boiler, Main=A", "path": "C:\\gauges\\01"},
-        {"water level cm": 182.4, "battery=v": 3.91, "rssi, dbm": -71.0,
-         "temperature c": 28.35, "pump on": True, "note": 'say "hi" C:\\temp\\'},
+        {
+            "water level cm": 182.4,
+            "battery=v": 3.91,
+            "rssi, dbm": -71.0,
+            "temperature c": 28.35,
+            "pump on": True,
+            "note": 'say "hi" C:\\temp\\',
+        },
     ),
 }
 
@@ -122,8 +134,12 @@ def client_build(points: list[Any]) -> Callable[[], None]:
     return run
 
 
-def rate(setup: Callable[[list[Any]], Callable[[], None]], shape: str, count: int,
-         rounds: int) -> tuple[float, list[float]]:
+def rate(
+    setup: Callable[[list[Any]], Callable[[], None]],
+    shape: str,
+    count: int,
+    rounds: int,
+) -> tuple[float, list[float]]:
     """Return the median and every round's points/s; fresh points each round."""
     rates = []
     for _ in range(rounds):
@@ -140,18 +156,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    print(f"Python {platform.python_version()}, influxdb-client "
-          f"{version('influxdb-client')}, {args.points} points x {args.rounds} rounds "
-          "(median points/s)\n")
+    print(
+        f"Python {platform.python_version()}, influxdb-client "
+        f"{version('influxdb-client')}, {args.points} points x {args.rounds} rounds "
+        "(median points/s)\n"
+    )
     print("| point | timed | encode_line | influxdb_client | ratio |")
     print("|---|---|---:|---:|---:|")
     for shape in ["plain", "escaped", "cold"]:
-        for timed, ours, theirs in [("encode", ours_encode, client_encode),
-                                    ("build+encode", ours_build, client_build)]:
+        for timed, ours, theirs in [
+            ("encode", ours_encode, client_encode),
+            ("build+encode", ours_build, client_build),
+        ]:
             ours_rate, _ = rate(ours, shape, args.points, args.rounds)
             their_rate, _ = rate(theirs, shape, args.points, args.rounds)
-            print(f"| {shape} | {timed} | {ours_rate:,.0f} | {their_rate:,.0f} | "
-                  f"{ours_rate / their_rate:.1f}x |")
+            print(
+                f"| {shape} | {timed} | {ours_rate:,.0f} | {their_rate:,.0f} | "
+                f"{ours_rate / their_rate:.1f}x |"
+            )
     sample = Point(*SHAPES["escaped"], TIME_NS)
     print(f"\nescaped line: {encode_line(sample)}")
     print(f"client line:  {client_point(*SHAPES['escaped']).to_line_protocol()}")

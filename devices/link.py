@@ -53,7 +53,8 @@ class FleetLink:
                 if down_since is None:  # one warning per outage, however long
                     logger.warning(
                         "Cannot reach MQTT broker %s (%s); retrying",
-                        self.address, str(exc) or "no answer",
+                        self.address,
+                        str(exc) or "no answer",
                     )
                     down_since = time.monotonic()
                 await asyncio.sleep(delay_s)
@@ -62,7 +63,8 @@ class FleetLink:
             if down_since is not None:
                 logger.info(
                     "Connected to MQTT broker %s again after %.1f s",
-                    self.address, time.monotonic() - down_since,
+                    self.address,
+                    time.monotonic() - down_since,
                 )
             else:
                 logger.info("Connected to MQTT broker %s", self.address)

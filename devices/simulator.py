@@ -119,24 +119,54 @@ def _sub_districts(*names: str) -> tuple[tuple[str, str], ...]:
 
 
 _FLEETS = {
-    "river_gauge": _Fleet("dinas-pupr", "rg", (
-        ("ciliwung", "Ciliwung, Pancoran Mas"),
-        ("pesanggrahan", "Pesanggrahan, Sawangan"),
-        ("ciliwung", "Ciliwung, Sukmajaya"),
-        ("pesanggrahan", "Pesanggrahan, Limo"),
-        ("ciliwung", "Ciliwung, Beji"),
-        ("pesanggrahan", "Pesanggrahan, Bojongsari"),
-        ("ciliwung", "Ciliwung, Cilodong"),
-        ("pesanggrahan", "Pesanggrahan, Cinere"),
-    )),
-    "rain_gauge": _Fleet("bpbd", "arg", _sub_districts(
-        "Beji", "Cimanggis", "Sawangan", "Tapos", "Cipayung", "Bojongsari",
-        "Cilodong", "Limo", "Cinere", "Sukmajaya", "Pancoran Mas",
-    )),
-    "air_quality": _Fleet("dlhk", "aq", _sub_districts(
-        "Pancoran Mas", "Beji", "Cimanggis", "Sukmajaya", "Cinere", "Tapos",
-        "Sawangan", "Limo", "Cipayung", "Cilodong", "Bojongsari",
-    )),
+    "river_gauge": _Fleet(
+        "dinas-pupr",
+        "rg",
+        (
+            ("ciliwung", "Ciliwung, Pancoran Mas"),
+            ("pesanggrahan", "Pesanggrahan, Sawangan"),
+            ("ciliwung", "Ciliwung, Sukmajaya"),
+            ("pesanggrahan", "Pesanggrahan, Limo"),
+            ("ciliwung", "Ciliwung, Beji"),
+            ("pesanggrahan", "Pesanggrahan, Bojongsari"),
+            ("ciliwung", "Ciliwung, Cilodong"),
+            ("pesanggrahan", "Pesanggrahan, Cinere"),
+        ),
+    ),
+    "rain_gauge": _Fleet(
+        "bpbd",
+        "arg",
+        _sub_districts(
+            "Beji",
+            "Cimanggis",
+            "Sawangan",
+            "Tapos",
+            "Cipayung",
+            "Bojongsari",
+            "Cilodong",
+            "Limo",
+            "Cinere",
+            "Sukmajaya",
+            "Pancoran Mas",
+        ),
+    ),
+    "air_quality": _Fleet(
+        "dlhk",
+        "aq",
+        _sub_districts(
+            "Pancoran Mas",
+            "Beji",
+            "Cimanggis",
+            "Sukmajaya",
+            "Cinere",
+            "Tapos",
+            "Sawangan",
+            "Limo",
+            "Cipayung",
+            "Cilodong",
+            "Bojongsari",
+        ),
+    ),
 }
 
 
@@ -158,21 +188,22 @@ def list_devices(
             storm_start_s = start_s + options.interval_s * (
                 STORM_START_REPORTS + rng.uniform(0, STORM_SPREAD_REPORTS)
             )
-            devices.append(SimulatedDevice(
-                device_id=device_id,
-                device_type=device_type,
-                agency=fleet.agency,
-                site=site,
-                topic=f"{options.topic_prefix}/{fleet.agency}/{device_type}/"
-                f"{device_id}/telemetry",
-                seed=options.seed,
-                scale=scale,
-                link_rssi_dbm=rssi_dbm,
-                storm_start_s=storm_start_s if options.rain_event else None,
-                report_interval_s=options.interval_s,
-            ))
+            devices.append(
+                SimulatedDevice(
+                    device_id=device_id,
+                    device_type=device_type,
+                    agency=fleet.agency,
+                    site=site,
+                    topic=f"{options.topic_prefix}/{fleet.agency}/{device_type}/"
+                    f"{device_id}/telemetry",
+                    seed=options.seed,
+                    scale=scale,
+                    link_rssi_dbm=rssi_dbm,
+                    storm_start_s=storm_start_s if options.rain_event else None,
+                    report_interval_s=options.interval_s,
+                )
+            )
     return devices
-
 
 
 def _river(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
@@ -181,8 +212,11 @@ def _river(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
     rise_cm = RIVER_STORM_RISE_CM * weather.hydrograph(since_s, to_peak_s)
     level_cm = device.scale * (RIVER_BASE_LEVEL_CM + rise_cm) + rng.gauss(0, 1.5)
     flow_m3s = RATING_M3S_PER_M2 * (level_cm / 100) ** 2 * rng.uniform(0.98, 1.02)
-    return {"water_level_cm": _f(level_cm), "flow_m3s": _f(flow_m3s),
-            **_battery_and_radio(device, at_s, rng)}
+    return {
+        "water_level_cm": _f(level_cm),
+        "flow_m3s": _f(flow_m3s),
+        **_battery_and_radio(device, at_s, rng),
+    }
 
 
 def _rain(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
@@ -191,10 +225,14 @@ def _rain(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
     peak_mm_h = STORM_PEAK_RAIN_MM_H * device.scale
     rate_mm_h = peak_mm_h * weather.rain_shape(since_s, rain_s) * rng.uniform(0.9, 1.1)
     # The bucket tips every TIP_MM; report the tips since the previous report.
-    tips = (_tips(peak_mm_h, since_s, rain_s)
-            - _tips(peak_mm_h, since_s - device.report_interval_s, rain_s))
-    return {"rain_mm": _f(tips * TIP_MM), "rain_rate_mm_h": _f(rate_mm_h),
-            **_battery_and_radio(device, at_s, rng)}
+    tips = _tips(peak_mm_h, since_s, rain_s) - _tips(
+        peak_mm_h, since_s - device.report_interval_s, rain_s
+    )
+    return {
+        "rain_mm": _f(tips * TIP_MM),
+        "rain_rate_mm_h": _f(rate_mm_h),
+        **_battery_and_radio(device, at_s, rng),
+    }
 
 
 def _air(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
@@ -223,7 +261,9 @@ def _battery_and_radio(
 
 
 _READINGS: dict[str, Callable[[SimulatedDevice, float, random.Random], Reading]] = {
-    "river_gauge": _river, "rain_gauge": _rain, "air_quality": _air,
+    "river_gauge": _river,
+    "rain_gauge": _rain,
+    "air_quality": _air,
 }
 
 
@@ -285,7 +325,8 @@ async def run_simulation(
         await link.close()
         logger.info(
             "Published %d readings; skipped %d (broker away or running late)",
-            published, skipped,
+            published,
+            skipped,
         )
 
 

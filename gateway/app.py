@@ -44,7 +44,10 @@ class Gateway:
             config.dead_letters.path, config.dead_letters.max_bytes
         )
         self.writer = BatchWriter(
-            sink or make_sink(config.influx), config.influx, self.stats, self.dead_letters
+            sink or make_sink(config.influx),
+            config.influx,
+            self.stats,
+            self.dead_letters,
         )
         self.subscriber = MqttSubscriber(
             config.mqtt,
@@ -75,7 +78,8 @@ class Gateway:
             self.dead_letters.close()
             logger.info(
                 "Stopped after %d messages, %d points written",
-                self.stats.messages_received, self.stats.points_written,
+                self.stats.messages_received,
+                self.stats.points_written,
             )
 
     async def handle_message(self, message: MqttMessage) -> None:
@@ -87,7 +91,9 @@ class Gateway:
             # A decoder bug must not lose the message: the broker has it
             # acknowledged once we return, so keep it with the error.
             logger.exception("Decoding a message from %r failed", message.topic)
-            self._reject_message(message, "decoder_error", f"{type(exc).__name__}: {exc}")
+            self._reject_message(
+                message, "decoder_error", f"{type(exc).__name__}: {exc}"
+            )
             return
         if lines:
             self.stats.points_decoded += len(lines)
@@ -114,8 +120,11 @@ class Gateway:
         for rejected in decoded.rejected_fields:
             self.stats.fields_rejected[rejected.reason] += 1
             self.dead_letters.add(
-                "field", rejected.reason, f"{rejected.field}: {rejected.detail}",
-                topic=message.topic, payload=message.payload,
+                "field",
+                rejected.reason,
+                f"{rejected.field}: {rejected.detail}",
+                topic=message.topic,
+                payload=message.payload,
             )
         return lines
 
@@ -132,12 +141,16 @@ class Gateway:
         )
         logger.debug(
             "Rejected message on %r (%s: %s): %r",
-            message.topic, reason, detail,
+            message.topic,
+            reason,
+            detail,
             message.payload[:MAX_LOGGED_PAYLOAD_BYTES],
         )
 
 
-def build_routes(subscriptions: list[SubscriptionConfig], source: str = "") -> list[Route]:
+def build_routes(
+    subscriptions: list[SubscriptionConfig], source: str = ""
+) -> list[Route]:
     """Compile the configured subscriptions; raise ConfigError naming the bad key."""
     routes = []
     for index, sub in enumerate(subscriptions):
@@ -181,6 +194,8 @@ async def _supervise(name: str, body: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("Task %s crashed; restarting in about %.0f s", name, delay_s)
+            logger.exception(
+                "Task %s crashed; restarting in about %.0f s", name, delay_s
+            )
             await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
             delay_s = min(delay_s * 2, RESTART_MAX_S)

@@ -49,8 +49,10 @@ def run(
     config: ConfigOption = Path("config/gateway.toml"),
     duration: Annotated[
         float | None,
-        typer.Option(help="Stop by itself after this many seconds (default: run until "
-                     "SIGINT/SIGTERM)."),
+        typer.Option(
+            help="Stop by itself after this many seconds (default: run until "
+            "SIGINT/SIGTERM)."
+        ),
     ] = None,
     summary: Annotated[
         bool, typer.Option(help="Print a one-line summary every few seconds.")
@@ -92,15 +94,23 @@ def simulate(
     ] = None,
     topic_prefix: Annotated[str, typer.Option(help="First topic level.")] = "city",
     seed: Annotated[int, typer.Option(help="Random seed, for repeatable runs.")] = 1,
-    rain: Annotated[bool, typer.Option(help="Simulate a storm raising the rivers.")] = True,
+    rain: Annotated[
+        bool, typer.Option(help="Simulate a storm raising the rivers.")
+    ] = True,
 ) -> None:
-    """Publish readings from simulated river gauges, rain gauges and air-quality stations."""
+    """Publish readings from simulated river, rain and air-quality devices."""
     from devices.simulator import SimulationOptions, list_devices, run_simulation
 
     _setup_logging("info")
     options = SimulationOptions(
-        host=host, port=port, devices_per_type=devices, interval_s=interval,
-        duration_s=duration, topic_prefix=topic_prefix, seed=seed, rain_event=rain,
+        host=host,
+        port=port,
+        devices_per_type=devices,
+        interval_s=interval,
+        duration_s=duration,
+        topic_prefix=topic_prefix,
+        seed=seed,
+        rain_event=rain,
     )
     fleet = list_devices(options)
     console.print(
@@ -122,7 +132,9 @@ def main() -> None:
     app()
 
 
-async def _run_gateway(gateway: Gateway, duration_s: float | None, summary: bool) -> None:
+async def _run_gateway(
+    gateway: Gateway, duration_s: float | None, summary: bool
+) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     extra: list[asyncio.Task[None]] = []
@@ -215,7 +227,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # gmqtt and httpx log every connection and request at info; we log the
-    # changes of state once, ourselves.
+    # httpx logs every request at info, and gmqtt warns on every failed
+    # connection attempt (with a traceback); we log each change of state
+    # once, ourselves, and keep the libraries' own lines for debug runs.
+    library_level = logging.DEBUG if level == "debug" else logging.ERROR
     for noisy in ("gmqtt", "gateway.sources.gmqtt", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(library_level)

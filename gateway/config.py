@@ -134,7 +134,9 @@ class InfluxConfig(_Section):
         "auto", description="Write API; auto asks the server's /ping"
     )
     database: str = Field("decor", description="v1: database")
-    retention_policy: str = Field("", description="v1: retention policy; default RP if empty")
+    retention_policy: str = Field(
+        "", description="v1: retention policy; default RP if empty"
+    )
     username: str | None = Field(None, description="v1: user name")
     password: str | None = Field(None, description="v1: password", repr=False)
     create_database: bool = Field(True, description="v1: CREATE DATABASE at start-up")
@@ -153,7 +155,9 @@ class InfluxConfig(_Section):
     )
     timeout_s: PositiveSeconds = Field(10.0, description="HTTP timeout of one write, s")
     retry_min_s: PositiveSeconds = Field(0.5, description="First retry delay, seconds")
-    retry_max_s: PositiveSeconds = Field(30.0, description="Longest retry delay, seconds")
+    retry_max_s: PositiveSeconds = Field(
+        30.0, description="Longest retry delay, seconds"
+    )
 
 
 class DeadLetterConfig(_Section):

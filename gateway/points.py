@@ -215,7 +215,10 @@ def encode_line(point: Point) -> str:
         elif kind is str:
             # Most strings need no escaping; four substring scans beat translate().
             if (
-                '"' in value or "\\" in value or "\n" in value or "\r" in value
+                '"' in value
+                or "\\" in value
+                or "\n" in value
+                or "\r" in value
                 or len(value) > _SAFE_STRING_CHARS
             ):
                 value = _escape_string(key, value)

@@ -230,7 +230,9 @@ async def run_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture
-def running_gateway() -> Callable[[GatewayConfig], contextlib.AbstractAsyncContextManager[Gateway]]:
+def running_gateway() -> Callable[
+    [GatewayConfig], contextlib.AbstractAsyncContextManager[Gateway]
+]:
     """Give `run_gateway`: an async context manager running a real gateway."""
     return run_gateway
 

@@ -18,33 +18,77 @@ async def test_gateway_stores_json_readings_in_influxdb_v1_exactly(
     config = gateway_config(influx={"database": influx_v1.database})
     base_ms = int(time.time() * 1000) - 60_000
     sent = [
-        ("bpbd", "river_gauge", "rg-ciliwung-01", {"ts": base_ms, "water_level_cm": 182.4,
-         "battery": {"voltage_v": 3.91}, "pump_on": True, "status": "ok"}),
-        ("bpbd", "river_gauge", "rg-pesanggrahan-02", {"ts": base_ms + 1500,
-         "water_level_cm": 95.0, "battery": {"voltage_v": 3.7}, "pump_on": False,
-         "status": "sensor cleaned, ok"}),
-        ("dlh", "air_quality", "aq-beji-01", {"ts": base_ms + 2000, "pm25_ugm3": 41,
-         "co_ppm": 0.4}),
+        (
+            "bpbd",
+            "river_gauge",
+            "rg-ciliwung-01",
+            {
+                "ts": base_ms,
+                "water_level_cm": 182.4,
+                "battery": {"voltage_v": 3.91},
+                "pump_on": True,
+                "status": "ok",
+            },
+        ),
+        (
+            "bpbd",
+            "river_gauge",
+            "rg-pesanggrahan-02",
+            {
+                "ts": base_ms + 1500,
+                "water_level_cm": 95.0,
+                "battery": {"voltage_v": 3.7},
+                "pump_on": False,
+                "status": "sensor cleaned, ok",
+            },
+        ),
+        (
+            "dlh",
+            "air_quality",
+            "aq-beji-01",
+            {"ts": base_ms + 2000, "pm25_ugm3": 41, "co_ppm": 0.4},
+        ),
     ]
     async with running_gateway(config):
         for agency, kind, device, payload in sent:
             publisher.publish(
-                f"{topic_prefix}/{agency}/{kind}/{device}/telemetry", orjson.dumps(payload)
+                f"{topic_prefix}/{agency}/{kind}/{device}/telemetry",
+                orjson.dumps(payload),
             )
         rivers = await influx_v1.wait_for_rows("river_gauge", 2)
         air = await influx_v1.wait_for_rows("air_quality", 1)
 
     assert rivers == [
-        {"time": base_ms * MS, "agency": "bpbd", "device_type": "river_gauge",
-         "device_id": "rg-ciliwung-01", "water_level_cm": 182.4,
-         "battery_voltage_v": 3.91, "pump_on": True, "status": "ok"},
-        {"time": (base_ms + 1500) * MS, "agency": "bpbd", "device_type": "river_gauge",
-         "device_id": "rg-pesanggrahan-02", "water_level_cm": 95.0,
-         "battery_voltage_v": 3.7, "pump_on": False, "status": "sensor cleaned, ok"},
+        {
+            "time": base_ms * MS,
+            "agency": "bpbd",
+            "device_type": "river_gauge",
+            "device_id": "rg-ciliwung-01",
+            "water_level_cm": 182.4,
+            "battery_voltage_v": 3.91,
+            "pump_on": True,
+            "status": "ok",
+        },
+        {
+            "time": (base_ms + 1500) * MS,
+            "agency": "bpbd",
+            "device_type": "river_gauge",
+            "device_id": "rg-pesanggrahan-02",
+            "water_level_cm": 95.0,
+            "battery_voltage_v": 3.7,
+            "pump_on": False,
+            "status": "sensor cleaned, ok",
+        },
     ]
     assert air == [
-        {"time": (base_ms + 2000) * MS, "agency": "dlh", "device_type": "air_quality",
-         "device_id": "aq-beji-01", "pm25_ugm3": 41.0, "co_ppm": 0.4},
+        {
+            "time": (base_ms + 2000) * MS,
+            "agency": "dlh",
+            "device_type": "air_quality",
+            "device_id": "aq-beji-01",
+            "pm25_ugm3": 41.0,
+            "co_ppm": 0.4,
+        },
     ]
     # JSON integers are stored as floats, so a later 41.5 cannot conflict.
     field_types = influx_v1.query('SHOW FIELD KEYS FROM "air_quality"')[0]["values"]
@@ -64,8 +108,13 @@ async def test_gateway_stores_readings_in_victoriametrics_through_v2_api(
         for index in range(3):
             publisher.publish(
                 f"{topic_prefix}/bpbd/rain_gauge/{device}/telemetry",
-                orjson.dumps({"ts": base_ms + index * 1000, "rain_mm": 0.2 * index,
-                              "battery": {"voltage_v": 3.8}}),
+                orjson.dumps(
+                    {
+                        "ts": base_ms + index * 1000,
+                        "rain_mm": 0.2 * index,
+                        "battery": {"voltage_v": 3.8},
+                    }
+                ),
             )
         selector = f'{{__name__=~"rain_gauge_.*",device_id="{device}",agency="bpbd"}}'
         series = await victoria.wait_for_series(selector, 2)
@@ -76,8 +125,13 @@ async def test_gateway_stores_readings_in_victoriametrics_through_v2_api(
     points = dict(zip(rain["timestamps"], rain["values"], strict=True))
     assert [points[t] for t in expected_times] == [0.0, 0.2, 0.4]
     assert rain["metric"]["device_type"] == "rain_gauge"
-    battery = dict(zip(by_name["rain_gauge_battery_voltage_v"]["timestamps"],
-                       by_name["rain_gauge_battery_voltage_v"]["values"], strict=True))
+    battery = dict(
+        zip(
+            by_name["rain_gauge_battery_voltage_v"]["timestamps"],
+            by_name["rain_gauge_battery_voltage_v"]["values"],
+            strict=True,
+        )
+    )
     assert [battery[t] for t in expected_times] == [3.8, 3.8, 3.8]
 
 
@@ -87,12 +141,14 @@ async def test_gateway_rejects_bad_messages_and_stores_the_rest_of_the_batch(
     """Test that bad payloads are counted and kept with reasons, good ones stored."""
     config = gateway_config(
         influx={"database": influx_v1.database},
-        subscriptions=[{
-            "topic": f"{topic_prefix}/#",
-            "topic_template": f"{topic_prefix}/{{agency}}/{{device_type}}/"
-            "{device_id}/telemetry",
-            "measurement": "{device_type}",
-        }],
+        subscriptions=[
+            {
+                "topic": f"{topic_prefix}/#",
+                "topic_template": f"{topic_prefix}/{{agency}}/{{device_type}}/"
+                "{device_id}/telemetry",
+                "measurement": "{device_type}",
+            }
+        ],
     )
     topic = f"{topic_prefix}/bpbd/river_gauge/rg-cilodong-01/telemetry"
     async with running_gateway(config) as gateway:
@@ -109,14 +165,26 @@ async def test_gateway_rejects_bad_messages_and_stores_the_rest_of_the_batch(
 
     assert [row["water_level_cm"] for row in rows] == [100.0, 101.0]
     assert stats.messages_rejected == {
-        "invalid_json": 2, "not_an_object": 1, "no_fields": 1, "unmatched_topic": 1,
+        "invalid_json": 2,
+        "not_an_object": 1,
+        "no_fields": 1,
+        "unmatched_topic": 1,
     }
     assert stats.fields_rejected == {"null_value": 1}
-    dead = [orjson.loads(line) for line in config.dead_letters.path.read_bytes().splitlines()]
+    dead = [
+        orjson.loads(line)
+        for line in config.dead_letters.path.read_bytes().splitlines()
+    ]
     reasons = sorted(entry["reason"] for entry in dead)
     assert reasons == sorted(
-        ["invalid_json", "invalid_json", "not_an_object", "no_fields",
-         "unmatched_topic", "null_value"]
+        [
+            "invalid_json",
+            "invalid_json",
+            "not_an_object",
+            "no_fields",
+            "unmatched_topic",
+            "null_value",
+        ]
     )
     garbage = next(e for e in dead if "payload_base64" in e)
     assert garbage["topic"] == topic and garbage["reason"] == "invalid_json"
@@ -140,15 +208,22 @@ async def test_gateway_keeps_a_message_whose_decoder_crashes(gateway_config, tmp
     gateway.routes = [dataclasses.replace(gateway.routes[0], decoder=_BrokenDecoder())]
     topic = gateway.routes[0].topic_filter.replace("+", "x")
     await gateway.handle_message(
-        MqttMessage(topic=topic, payload=b'{"a": 1.0}', qos=1, retain=False,
-                    received_ns=time.time_ns())
+        MqttMessage(
+            topic=topic,
+            payload=b'{"a": 1.0}',
+            qos=1,
+            retain=False,
+            received_ns=time.time_ns(),
+        )
     )
     gateway.dead_letters.close()
 
     assert gateway.stats.messages_rejected == {"decoder_error": 1}
     assert gateway.writer.buffered == 0
-    [entry] = [orjson.loads(line) for line in
-               gateway.config.dead_letters.path.read_bytes().splitlines()]
+    [entry] = [
+        orjson.loads(line)
+        for line in gateway.config.dead_letters.path.read_bytes().splitlines()
+    ]
     assert entry["reason"] == "decoder_error"
     assert entry["payload"] == '{"a": 1.0}'
     assert "a bug in a decoder" in entry["detail"]

@@ -42,7 +42,10 @@ def decor(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DECOR_")}
     done = subprocess.run(
         [str(DECOR), *args],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=cwd,
         env=environ | (env or {}),
     )
     return Result(done.returncode, done.stdout, done.stderr)
@@ -120,8 +123,12 @@ def test_cli_names_the_environment_variable_of_a_bad_override(config_file):
     result = decor("run", "--config", str(path), env={"DECOR_MQTT__PORT": "0"})
 
     assert_one_error_line(
-        result, str(path), "DECOR_MQTT__PORT", "mqtt.port",
-        "greater than or equal to 1", "got 0",
+        result,
+        str(path),
+        "DECOR_MQTT__PORT",
+        "mqtt.port",
+        "greater than or equal to 1",
+        "got 0",
     )
 
 
@@ -132,7 +139,10 @@ def test_cli_names_a_measurement_placeholder_the_topic_does_not_capture(config_f
     result = decor("run", "--config", str(path))
 
     assert_one_error_line(
-        result, str(path), "subscriptions.0.measurement", "{nope}",
+        result,
+        str(path),
+        "subscriptions.0.measurement",
+        "{nope}",
         "agency, device_id, device_type",
     )
 
@@ -143,9 +153,7 @@ def test_cli_names_a_measurement_placeholder_the_topic_does_not_capture(config_f
 )
 def test_cli_names_a_bad_topic_template(config_file, template):
     """Test that an unparsable topic template is one line naming the bad level."""
-    path = config_file(
-        "city/{agency}/{device_type}/{device_id}/telemetry", template
-    )
+    path = config_file("city/{agency}/{device_type}/{device_id}/telemetry", template)
 
     result = decor("run", "--config", str(path))
 
@@ -200,7 +208,7 @@ def test_cli_check_accepts_the_shipped_reference_config():
         ([], "DeCOR Gateway: city sensor telemetry from MQTT into InfluxDB."),
         (["run"], "Run the gateway in the foreground"),
         (["check"], "Validate a configuration file"),
-        (["simulate"], "Publish readings from simulated river gauges"),
+        (["simulate"], "Publish readings from simulated river, rain"),
     ],
 )
 def test_cli_help_describes_each_command(args, described):

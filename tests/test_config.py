@@ -234,11 +234,17 @@ def test_load_config_ignores_variables_without_prefix(tmp_path):
     [
         ({"DECOR_MQTT__PORT": "0"}, "DECOR_MQTT__PORT", "mqtt.port"),
         ({"DECOR_MQTT__PORT": "many"}, "DECOR_MQTT__PORT", "mqtt.port"),
-        ({"DECOR_SUBSCRIPTIONS__0__QOS": "3"}, "DECOR_SUBSCRIPTIONS__0__QOS",
-         "subscriptions.0.qos"),
+        (
+            {"DECOR_SUBSCRIPTIONS__0__QOS": "3"},
+            "DECOR_SUBSCRIPTIONS__0__QOS",
+            "subscriptions.0.qos",
+        ),
         ({"DECOR_MQTT__PROTOCOL": "4"}, "DECOR_MQTT__PROTOCOL", "mqtt.protocol"),
-        ({"DECOR_SUBSCRIPTIONS": "[{qos = 1}]"}, "DECOR_SUBSCRIPTIONS",
-         "subscriptions.0"),
+        (
+            {"DECOR_SUBSCRIPTIONS": "[{qos = 1}]"},
+            "DECOR_SUBSCRIPTIONS",
+            "subscriptions.0",
+        ),
         ({"DECOR_MQTT__HOTS": "broker"}, "DECOR_MQTT__HOTS", "mqtt.hots"),
         ({"DECOR_MQTT": "broker"}, "DECOR_MQTT", "mqtt"),
     ],

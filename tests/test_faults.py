@@ -58,7 +58,9 @@ class PrivateService:
         assert self._process is None, f"{self.name} is already running"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -130,7 +132,8 @@ async def private_victoria(tmp_path: Path) -> AsyncIterator[PrivateVictoria]:
     """Give a VictoriaMetrics on a free port, not yet started, stopped at the end."""
     port = free_port()
     argv = [
-        VICTORIA_BIN, f"-httpListenAddr=127.0.0.1:{port}",
+        VICTORIA_BIN,
+        f"-httpListenAddr=127.0.0.1:{port}",
         f"-storageDataPath={tmp_path / 'victoria'}",
         # By default the newest 30 s are hidden from queries.
         "-search.latencyOffset=0s",
@@ -181,8 +184,10 @@ def logged(
 ) -> list[str]:
     """Return the messages `logger` logged at exactly `level` that match `pattern`."""
     return [
-        record.getMessage() for record in caplog.records
-        if record.name == logger and record.levelno == level
+        record.getMessage()
+        for record in caplog.records
+        if record.name == logger
+        and record.levelno == level
         and re.search(pattern, record.getMessage())
     ]
 
@@ -190,8 +195,10 @@ def logged(
 def gateway_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Return every warning or error the gateway's own loggers wrote."""
     return [
-        f"{record.name}: {record.getMessage()}" for record in caplog.records
-        if record.name.startswith("gateway.") and record.levelno >= logging.WARNING
+        f"{record.name}: {record.getMessage()}"
+        for record in caplog.records
+        if record.name.startswith("gateway.")
+        and record.levelno >= logging.WARNING
         and not record.name.startswith("gateway.sources.gmqtt")
     ]
 
@@ -345,12 +352,16 @@ async def test_gateway_keeps_a_type_conflict_apart_and_stores_the_rest_of_the_ba
     assert response.status_code == 204
     config = gateway_config(
         influx={
-            "database": influx_v1.database, "batch_size": 3, "flush_interval_s": 60
+            "database": influx_v1.database,
+            "batch_size": 3,
+            "flush_interval_s": 60,
         },
-        subscriptions=[{
-            "topic_template": f"{topic_prefix}/{{device}}/telemetry",
-            "measurement": "meter",
-        }],
+        subscriptions=[
+            {
+                "topic_template": f"{topic_prefix}/{{device}}/telemetry",
+                "measurement": "meter",
+            }
+        ],
     )
     ts_ms = 1_717_200_000_000
 
@@ -363,18 +374,35 @@ async def test_gateway_keeps_a_type_conflict_apart_and_stores_the_rest_of_the_ba
         stats = gateway.stats
 
     assert rows == [
-        {"time": 1717000000000000000, "device": "m1", "energy": 100, "power": None,
-         "voltage": None},
-        {"time": ts_ms * MS, "device": "m2", "energy": None, "power": 230.5,
-         "voltage": None},
-        {"time": ts_ms * MS, "device": "m3", "energy": None, "power": None,
-         "voltage": 229.9},
+        {
+            "time": 1717000000000000000,
+            "device": "m1",
+            "energy": 100,
+            "power": None,
+            "voltage": None,
+        },
+        {
+            "time": ts_ms * MS,
+            "device": "m2",
+            "energy": None,
+            "power": 230.5,
+            "voltage": None,
+        },
+        {
+            "time": ts_ms * MS,
+            "device": "m3",
+            "energy": None,
+            "power": None,
+            "voltage": 229.9,
+        },
     ]
     assert stats.write_requests == 1
     assert stats.points_written == 2
     assert stats.points_rejected == {"field_type_conflict": 1}
-    [dead] = [orjson.loads(line) for line in config.dead_letters.path.read_bytes()
-              .splitlines()]
+    [dead] = [
+        orjson.loads(line)
+        for line in config.dead_letters.path.read_bytes().splitlines()
+    ]
     assert dead["reason"] == "field_type_conflict"
     assert dead["payload"] == "meter,device=m1 energy=101.5 1717200000000000000"
     assert "already exists as type integer" in dead["detail"]

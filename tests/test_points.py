@@ -115,6 +115,7 @@ def expected_refusal(point: Point) -> str | None:
 
 # --- strategies: names and values over all of Unicode, special characters often ----
 
+
 def names(chars: st.SearchStrategy[str], max_size: int = 8) -> st.SearchStrategy[str]:
     """Generate names: any text, often ending in backslashes, sometimes reserved."""
     text = st.text(chars, min_size=1, max_size=max_size)
@@ -459,8 +460,10 @@ def test_encode_line_gives_the_same_line_from_the_cache():
     """Test that encoding the same point twice gives the same line."""
     point = Point("a b", {"c,d": "e=f", "g": "h\\"}, {"i j": 'k"l'}, T)
 
-    assert encode_line(point) == encode_line(point) == (
-        rf'a\ b,c\,d=e\=f,g=h i\ j="k\"l" {T}'
+    assert (
+        encode_line(point)
+        == encode_line(point)
+        == (rf'a\ b,c\,d=e\=f,g=h i\ j="k\"l" {T}')
     )
 
 

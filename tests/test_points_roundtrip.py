@@ -32,8 +32,10 @@ def influx_url() -> str:
     try:
         httpx.get(f"{INFLUX_V1_URL}/ping", timeout=2)
     except httpx.HTTPError:
-        pytest.fail(f"InfluxDB 1.x is not answering at {INFLUX_V1_URL}: run "
-                    "`scripts/services up`")
+        pytest.fail(
+            f"InfluxDB 1.x is not answering at {INFLUX_V1_URL}: run "
+            "`scripts/services up`"
+        )
     return INFLUX_V1_URL
 
 
@@ -141,10 +143,22 @@ def test_encode_line_c16_batch_is_stored_whole_in_influxdb_v1(influx_url):
         Point("temp", {"room": "Living Room"}, {"value": 21.5}, BASE_NS + 1),
         Point("temp", {"room": "Boiler, Main=A"}, {"value": 55.0}, BASE_NS + 2),
         Point("boiler temp,raw", {"room": "attic"}, {"value": 60.5}, BASE_NS + 3),
-        Point("status", {"room": "shade-2"}, {"state": "partially open",
-              "note": 'say "hi" C:\\temp\\', "water level": 3.0}, BASE_NS + 4),
-        Point("status", {"room": "shade-3"}, {"state": "line1\nline2", "pos": 40.0},
-              BASE_NS + 5),
+        Point(
+            "status",
+            {"room": "shade-2"},
+            {
+                "state": "partially open",
+                "note": 'say "hi" C:\\temp\\',
+                "water level": 3.0,
+            },
+            BASE_NS + 4,
+        ),
+        Point(
+            "status",
+            {"room": "shade-3"},
+            {"state": "line1\nline2", "pos": 40.0},
+            BASE_NS + 5,
+        ),
         Point("temp", {"room": "C:\\"}, {"value": 19.0}, BASE_NS + 6),
         Point("control", {"room": "probe"}, {"value": 1.0}, BASE_NS + 7),
     ]
@@ -161,15 +175,23 @@ def test_encode_line_c16_batch_is_stored_whole_in_influxdb_v1(influx_url):
 
     assert response.status_code == 204, response.text
     assert [(r["room"], r["value"]) for r in temp] == [
-        ("Living Room", 21.5), ("Boiler, Main=A", 55.0), ("C:", 19.0)
+        ("Living Room", 21.5),
+        ("Boiler, Main=A", 55.0),
+        ("C:", 19.0),
     ]
     assert sorted(value for _, value in rooms[0]["values"]) == [
-        "Boiler, Main=A", "C:", "Living Room"
+        "Boiler, Main=A",
+        "C:",
+        "Living Room",
     ]
     assert [(r["room"], r["value"]) for r in raw] == [("attic", 60.5)]
     assert status[0] == {
-        "time": BASE_NS + 4, "room": "shade-2", "state": "partially open",
-        "note": 'say "hi" C:\\temp\\', "water level": 3.0, "pos": None,
+        "time": BASE_NS + 4,
+        "room": "shade-2",
+        "state": "partially open",
+        "note": 'say "hi" C:\\temp\\',
+        "water level": 3.0,
+        "pos": None,
     }
     # The newline was written as the two characters \n: InfluxDB stores them.
     assert status[1]["state"] == "line1\\nline2" and status[1]["pos"] == 40.0
@@ -187,8 +209,8 @@ def test_encode_line_c16_batch_is_stored_whole_in_influxdb_v1(influx_url):
         # Tag values keep "\\" as two backslashes (no unescaping of "\\").
         (r"m,t=a\\b v=1 1", 204, ("m", {"t": r"a\\b"}, {"v": 1.0})),
         # Field keys unescape \" (tag values do not).
-        (r'm a\"b=1 1', 204, ("m", {}, {'a"b': 1.0})),
-        (r'm,t=a\"b v=1 1', 204, ("m", {"t": r'a\"b'}, {"v": 1.0})),
+        (r"m a\"b=1 1", 204, ("m", {}, {'a"b': 1.0})),
+        (r"m,t=a\"b v=1 1", 204, ("m", {"t": r"a\"b"}, {"v": 1.0})),
         # A line starting with # is a comment: accepted, nothing stored.
         ("#m v=1 1", 204, None),
         # Tabs and NULs at the start of a line or of the field set are skipped.

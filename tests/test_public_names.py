@@ -15,8 +15,11 @@ MODULES = sorted(
 )
 PACKAGES = sorted(
     ["gateway"]
-    + [info.name for info in pkgutil.walk_packages(gateway.__path__, "gateway.")
-       if info.ispkg]
+    + [
+        info.name
+        for info in pkgutil.walk_packages(gateway.__path__, "gateway.")
+        if info.ispkg
+    ]
 )
 
 

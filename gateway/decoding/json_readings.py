@@ -48,7 +48,9 @@ class JsonDecoder:
     not have); each such value is reported as a FieldReject.
     """
 
-    def __init__(self, timestamp_key: str = "ts", timestamp_unit: TimestampUnit = "auto"):
+    def __init__(
+        self, timestamp_key: str = "ts", timestamp_unit: TimestampUnit = "auto"
+    ):
         self._timestamp_key = timestamp_key
         self._timestamp_unit = timestamp_unit
 
@@ -70,7 +72,9 @@ class JsonDecoder:
             try:
                 time_ns = parse_timestamp(raw_time, self._timestamp_unit)
             except ValueError as exc:
-                raise PayloadError("bad_timestamp", str(exc), topic=message.topic) from None
+                raise PayloadError(
+                    "bad_timestamp", str(exc), topic=message.topic
+                ) from None
 
         result = Decoded()
         fields: dict[str, FieldValue] = {}
@@ -84,7 +88,7 @@ class JsonDecoder:
                     RESERVED_FIELD_KEY,
                     "reserved_key",
                     "InfluxDB reserves 'time' for the timestamp; set timestamp_key "
-                    "= \"time\" if it is the reading time",
+                    '= "time" if it is the reading time',
                 )
             )
         if not fields:

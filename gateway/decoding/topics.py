@@ -1,4 +1,4 @@
-"""Turn topic levels into tags with a template such as ``city/{agency}/+/{device_id}/#``."""
+"""Turn topic levels into tags by template: ``city/{agency}/+/{device_id}/#``."""
 
 from __future__ import annotations
 

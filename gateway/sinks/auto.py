@@ -63,7 +63,9 @@ class AutoSink:
             api = pick_api(version)
             logger.info(
                 "InfluxDB at %s reports version %s: using the %s write API",
-                self.url, version or "(none)", api,
+                self.url,
+                version or "(none)",
+                api,
             )
             self._inner = (InfluxV1Sink if api == "v1" else InfluxV2Sink)(self._config)
             self.description = self._inner.description

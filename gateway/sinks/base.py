@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Protocol
 
 import orjson
+
+from gateway.errors import describe_connection_failure
 
 __all__ = ["Sink", "classify_rejection", "describe_failure", "refuses_points"]
 
@@ -15,7 +16,6 @@ __all__ = ["Sink", "classify_rejection", "describe_failure", "refuses_points"]
 # 4xx answers (401, 403, 404 database or bucket not found, 429) are about the
 # server or our credentials, and every point would meet them: retry those.
 POINT_REFUSAL_STATUSES = frozenset({400, 413, 422})
-MAX_CAUSE_DEPTH = 8
 
 _FIELD_CONFLICT = re.compile(
     r'field type conflict: input field \\?"(?P<field>[^"\\]+)\\?" on measurement '
@@ -78,20 +78,8 @@ def refuses_points(status: int, body: str) -> bool:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """Name why a connection failed in the operating system's words, if it gave any.
-
-    HTTP and MQTT clients wrap the OSError several levels deep and word it
-    "Connect call failed ('127.0.0.1', 8086)" or "All connection attempts
-    failed"; the errno underneath says "Connection refused".
-    """
-    cause: BaseException | None = exc
-    for _ in range(MAX_CAUSE_DEPTH):
-        if cause is None:
-            break
-        if isinstance(cause, OSError) and cause.errno:
-            return os.strerror(cause.errno)
-        cause = cause.__cause__ or cause.__context__
-    return str(exc) or type(exc).__name__
+    """Name why a request to the sink failed (see describe_connection_failure)."""
+    return describe_connection_failure(exc)
 
 
 def _error_message(body: str) -> str:

@@ -103,14 +103,16 @@ class BatchWriter:
         self._buffer = []
         for line in left:
             self._dead_letters.add(
-                "point", "unwritten_at_shutdown",
+                "point",
+                "unwritten_at_shutdown",
                 f"{self.sink.description} did not take it before shutdown",
                 payload=line,
             )
         if left:
             logger.error(
                 "%d points were not written before shutdown; kept in %s",
-                len(left), self._dead_letters.path,
+                len(left),
+                self._dead_letters.path,
             )
         return len(left)
 
@@ -169,7 +171,10 @@ class BatchWriter:
             self._dead_letters.add("point", reason, exc.body, payload=lines[0])
             logger.warning(
                 "%s refused a point (%s): %s; kept in %s",
-                self.sink.description, reason, exc.body[:200], self._dead_letters.path,
+                self.sink.description,
+                reason,
+                exc.body[:200],
+                self._dead_letters.path,
             )
             return
         # Whole request refused: split it to find the bad lines and keep the rest.
@@ -190,14 +195,19 @@ class BatchWriter:
             logger.warning(
                 "Field %r of measurement %r already exists as type %s in %s; "
                 "%d point(s) of type %s refused and kept in %s",
-                facts["field"], facts["measurement"], facts["existing"],
-                self.sink.description, len(refused), facts["attempted"],
+                facts["field"],
+                facts["measurement"],
+                facts["existing"],
+                self.sink.description,
+                len(refused),
+                facts["attempted"],
                 self._dead_letters.path,
             )
         else:
             logger.warning(
                 "%s stored part of a batch and refused the rest: %s",
-                self.sink.description, exc.body[:300],
+                self.sink.description,
+                exc.body[:300],
             )
         for line in refused:
             self._dead_letters.add("point", reason, exc.body, payload=line)
@@ -217,7 +227,9 @@ class BatchWriter:
         # The batch just written is still counted in the buffer.
         logger.info(
             "%s is back after %.1f s; writing the %d points buffered meanwhile",
-            self.sink.description, time.monotonic() - self._down_since, self.buffered,
+            self.sink.description,
+            time.monotonic() - self._down_since,
+            self.buffered,
         )
         self._down_since = None
 

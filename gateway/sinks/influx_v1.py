@@ -25,9 +25,7 @@ class InfluxV1Sink:
         self._params = {"db": config.database, "precision": "ns"}
         if config.retention_policy:
             self._params["rp"] = config.retention_policy
-        auth = (
-            (config.username, config.password or "") if config.username else None
-        )
+        auth = (config.username, config.password or "") if config.username else None
         self._client = httpx.AsyncClient(
             base_url=self.url, auth=auth, timeout=config.timeout_s
         )
@@ -73,7 +71,9 @@ class InfluxV1Sink:
         """Close the HTTP connection pool."""
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, **kwargs: object
+    ) -> httpx.Response:
         try:
             return await self._client.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
 import time
@@ -22,6 +21,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from gateway.config import MqttConfig
+from gateway.errors import describe_connection_failure
 
 __all__ = ["MessageHandler", "MqttMessage", "MqttSubscriber", "topic_matches"]
 
@@ -101,12 +101,15 @@ class MqttSubscriber:
                     if down_since is None or last_reason not in (reason, LOST):
                         logger.warning(
                             "Cannot connect to MQTT broker %s: %s; retrying with "
-                            "backoff", self.address, reason,
+                            "backoff",
+                            self.address,
+                            reason,
                         )
                     else:
                         logger.debug(
                             "Still cannot connect to MQTT broker %s: %s",
-                            self.address, reason,
+                            self.address,
+                            reason,
                         )
                     down_since = down_since or time.monotonic()
                     last_reason = reason
@@ -117,7 +120,8 @@ class MqttSubscriber:
                 if down_since is not None:
                     logger.info(
                         "Connected to MQTT broker %s again after %.1f s",
-                        self.address, time.monotonic() - down_since,
+                        self.address,
+                        time.monotonic() - down_since,
                     )
                 else:
                     logger.info("Connected to MQTT broker %s", self.address)
@@ -232,7 +236,9 @@ class MqttSubscriber:
             return PUBACK_UNSPECIFIED_ERROR
         return PUBACK_SUCCESS
 
-    def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+    def _on_disconnect(
+        self, client: gmqtt.Client, packet: Any, exc: Any = None
+    ) -> None:
         _stop_library_reconnect(client)
         if client is self._client and not self._stopping:
             self._lost.set()
@@ -244,7 +250,9 @@ class MqttSubscriber:
             if granted >= 0x80:
                 logger.error(
                     "Broker %s refused the subscription to %r (reason code %#x)",
-                    self.address, topic, granted,
+                    self.address,
+                    topic,
+                    granted,
                 )
             else:
                 logger.info("Subscribed to %r at QoS %d", topic, granted)
@@ -336,16 +344,4 @@ def _describe_failure(exc: BaseException) -> str:
         return f"broker refused the connection: {exc}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        # An SSLError is an OSError whose errno is OpenSSL's error code, not
-        # the system's: os.strerror(1) would say "Operation not permitted".
-        return f"TLS handshake failed: {exc.reason or exc}"
-    if isinstance(exc, OSError):
-        # asyncio words a refusal "Connect call failed ('127.0.0.1', 1883)";
-        # the errno says why.
-        if exc.errno:
-            return os.strerror(exc.errno)
-        return exc.strerror or str(exc)
-    return str(exc)
+    return describe_connection_failure(exc)

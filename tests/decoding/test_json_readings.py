@@ -64,7 +64,8 @@ def test_json_decoder_joins_nested_keys_with_underscore():
     decoded = _decode(b'{"battery": {"voltage_v": 3.91, "charge": {"pct": 80.5}}}')
 
     assert decoded.points[0].fields == {
-        "battery_voltage_v": 3.91, "battery_charge_pct": 80.5
+        "battery_voltage_v": 3.91,
+        "battery_charge_pct": 80.5,
     }
 
 
@@ -73,7 +74,10 @@ def test_json_decoder_names_array_elements_by_index():
     decoded = _decode(b'{"temps_c": [20.5, 21.0], "probes": [{"ph": 7.1}, [1.5]]}')
 
     assert decoded.points[0].fields == {
-        "temps_c_0": 20.5, "temps_c_1": 21.0, "probes_0_ph": 7.1, "probes_1_0": 1.5
+        "temps_c_0": 20.5,
+        "temps_c_1": 21.0,
+        "probes_0_ph": 7.1,
+        "probes_1_0": 1.5,
     }
 
 
@@ -123,8 +127,12 @@ def test_json_decoder_c02_zigbee2mqtt_state_with_nulls():
 
     point = decoded.points[0]
     assert point.fields == {
-        "state": "ON", "linkquality": 23.0, "voltage": 231.4, "energy": 3.42,
-        "update_state": "idle", "update_installed_version": 16909577.0,
+        "state": "ON",
+        "linkquality": 23.0,
+        "voltage": 231.4,
+        "energy": 3.42,
+        "update_state": "idle",
+        "update_installed_version": 16909577.0,
         "update_available": False,
     }
     assert point.time_ns == 1_714_550_400_000_000_000
@@ -138,7 +146,8 @@ def test_json_decoder_rejects_empty_keys_and_keeps_the_rest():
 
     assert decoded.points[0].fields == {"battery_voltage_v": 3.9, "level": 5.0}
     assert [(r.field, r.reason) for r in decoded.rejected_fields] == [
-        ("", "empty_key"), ("battery", "empty_key")
+        ("", "empty_key"),
+        ("battery", "empty_key"),
     ]
 
 
@@ -284,19 +293,31 @@ def test_json_decoder_reads_iso_8601_timestamps(ts, time_ns):
 @pytest.mark.parametrize(
     ("payload", "line"),
     [
-        (b'{"ts":1717200000,"p":230.5}',
-         "meter,device=em-4 p=230.5 1717200000000000000"),
-        (b'{"ts":1717200000123,"p":230.6}',
-         "meter,device=em-4 p=230.6 1717200000123000000"),
-        (b'{"ts":1717200000123456,"p":230.7}',
-         "meter,device=em-4 p=230.7 1717200000123456000"),
-        (b'{"ts":1717200000123456789,"p":230.8}',
-         "meter,device=em-4 p=230.8 1717200000123456789"),
-        (b'{"ts":"2024-06-01T02:00:00.5+02:00","p":230.9}',
-         "meter,device=em-4 p=230.9 1717200000500000000"),
+        (
+            b'{"ts":1717200000,"p":230.5}',
+            "meter,device=em-4 p=230.5 1717200000000000000",
+        ),
+        (
+            b'{"ts":1717200000123,"p":230.6}',
+            "meter,device=em-4 p=230.6 1717200000123000000",
+        ),
+        (
+            b'{"ts":1717200000123456,"p":230.7}',
+            "meter,device=em-4 p=230.7 1717200000123456000",
+        ),
+        (
+            b'{"ts":1717200000123456789,"p":230.8}',
+            "meter,device=em-4 p=230.8 1717200000123456789",
+        ),
+        (
+            b'{"ts":"2024-06-01T02:00:00.5+02:00","p":230.9}',
+            "meter,device=em-4 p=230.9 1717200000500000000",
+        ),
         # C11 writes p=231; a float field is written as 231.0, the same number.
-        (b'{"ts":"1717200000","p":231.0}',
-         "meter,device=em-4 p=231.0 1717200000000000000"),
+        (
+            b'{"ts":"1717200000","p":231.0}',
+            "meter,device=em-4 p=231.0 1717200000000000000",
+        ),
     ],
 )
 def test_json_decoder_c11_timestamp_table(payload, line):
@@ -382,22 +403,38 @@ def test_parse_timestamp_shortens_long_values_in_its_message():
     ("payload", "fields", "rejected"),
     [
         # C03 inputs 3, 4 and 5.
-        ((b'{"contactor_cycles": 57, "avg_startup_temp":nan, "energy_wh": 1184220, '
-         b'"uptime_s": 20417733}'),
-         {"contactor_cycles": 57.0, "energy_wh": 1184220.0, "uptime_s": 20417733.0},
-         ["avg_startup_temp"]),
-        ((b'{"contactor_cycles": 58, "avg_startup_temp": -nan, "energy_wh": 1184290, '
-         b'"uptime_s": 20418333}'),
-         {"contactor_cycles": 58.0, "energy_wh": 1184290.0, "uptime_s": 20418333.0},
-         ["avg_startup_temp"]),
-        ((b'{"contactor_cycles": 59, "avg_startup_temp": NaN, "peak_temp": Infinity, '
-         b'"energy_wh": 1184365, "uptime_s": 20418933}'),
-         {"contactor_cycles": 59.0, "energy_wh": 1184365.0, "uptime_s": 20418933.0},
-         ["avg_startup_temp", "peak_temp"]),
-        ((b'{"a": -Infinity, "b": inf, "c": -INF, "d": [NaN, 1], "e": {"f": nan}, '
-         b'"g": 2}'),
-         {"d_1": 1.0, "g": 2.0},
-         ["a", "b", "c", "d_0", "e_f"]),
+        (
+            (
+                b'{"contactor_cycles": 57, "avg_startup_temp":nan, "energy_wh": 1184220, '
+                b'"uptime_s": 20417733}'
+            ),
+            {"contactor_cycles": 57.0, "energy_wh": 1184220.0, "uptime_s": 20417733.0},
+            ["avg_startup_temp"],
+        ),
+        (
+            (
+                b'{"contactor_cycles": 58, "avg_startup_temp": -nan, "energy_wh": 1184290, '
+                b'"uptime_s": 20418333}'
+            ),
+            {"contactor_cycles": 58.0, "energy_wh": 1184290.0, "uptime_s": 20418333.0},
+            ["avg_startup_temp"],
+        ),
+        (
+            (
+                b'{"contactor_cycles": 59, "avg_startup_temp": NaN, "peak_temp": Infinity, '
+                b'"energy_wh": 1184365, "uptime_s": 20418933}'
+            ),
+            {"contactor_cycles": 59.0, "energy_wh": 1184365.0, "uptime_s": 20418933.0},
+            ["avg_startup_temp", "peak_temp"],
+        ),
+        (
+            (
+                b'{"a": -Infinity, "b": inf, "c": -INF, "d": [NaN, 1], "e": {"f": nan}, '
+                b'"g": 2}'
+            ),
+            {"d_1": 1.0, "g": 2.0},
+            ["a", "b", "c", "d_0", "e_f"],
+        ),
     ],
 )
 def test_json_decoder_leaves_out_non_finite_fields(payload, fields, rejected):

@@ -60,12 +60,18 @@ def test_topic_template_c09_stores_matching_topics_and_counts_the_rest():
         lines += [encode_line(point) for point in decoded.points]
 
     assert lines == [
-        ("telemetry,data_format=json,manufacturer=acme,model=x100,serial=SN0001 "
-        f"t=21.5 {RX_NS + 1}"),
-        ("telemetry,data_format=json,manufacturer=acme,model=x100,serial=SN0001 "
-        f"t=21.6 {RX_NS + 2}"),
-        ("telemetry,data_format=json,manufacturer=acme,serial=SN0003 "
-        f"t=21.9 {RX_NS + 5}"),
+        (
+            "telemetry,data_format=json,manufacturer=acme,model=x100,serial=SN0001 "
+            f"t=21.5 {RX_NS + 1}"
+        ),
+        (
+            "telemetry,data_format=json,manufacturer=acme,model=x100,serial=SN0001 "
+            f"t=21.6 {RX_NS + 2}"
+        ),
+        (
+            "telemetry,data_format=json,manufacturer=acme,serial=SN0003 "
+            f"t=21.9 {RX_NS + 5}"
+        ),
     ]
     assert unmatched == 2
 
@@ -77,7 +83,9 @@ def test_topic_template_captures_named_levels_as_tags():
     captured = template.match("city/bpbd/river_gauge/rg-ciliwung-01/telemetry")
 
     assert captured == {
-        "agency": "bpbd", "device_type": "river_gauge", "device_id": "rg-ciliwung-01"
+        "agency": "bpbd",
+        "device_type": "river_gauge",
+        "device_id": "rg-ciliwung-01",
     }
     assert template.tag_names == ("agency", "device_type", "device_id")
 
@@ -89,10 +97,16 @@ def test_topic_template_ignores_levels_after_final_hash():
     deep = template.match("root/acme/x100/SN0001/data/json/extra/deeper")
     exact = template.match("root/acme/x100/SN0001/data/json")
 
-    assert deep == exact == {
-        "manufacturer": "acme", "model": "x100", "serial": "SN0001",
-        "data_format": "json",
-    }
+    assert (
+        deep
+        == exact
+        == {
+            "manufacturer": "acme",
+            "model": "x100",
+            "serial": "SN0001",
+            "data_format": "json",
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,7 +149,10 @@ def test_topic_template_captures_empty_level_as_empty_text():
     captured = template.match("root/acme//SN0003/data/json")
 
     assert captured == {
-        "manufacturer": "acme", "model": "", "serial": "SN0003", "data_format": "json"
+        "manufacturer": "acme",
+        "model": "",
+        "serial": "SN0003",
+        "data_format": "json",
     }
 
 
@@ -249,7 +266,9 @@ def test_route_names_measurement_from_topic_level():
     point = decoded.points[0]
     assert point.measurement == "air_quality"
     assert point.tags == {
-        "agency": "dlh", "device_type": "air_quality", "device_id": "aq-01"
+        "agency": "dlh",
+        "device_type": "air_quality",
+        "device_id": "aq-01",
     }
 
 
@@ -270,7 +289,9 @@ def test_route_lets_topic_tags_override_static_tags():
     decoded = route.decode(_message("city/bpbd/rg-01", b'{"level_cm": 1}'))
 
     assert decoded.points[0].tags == {
-        "agency": "bpbd", "site": "depok", "device_id": "rg-01"
+        "agency": "bpbd",
+        "site": "depok",
+        "device_id": "rg-01",
     }
 
 

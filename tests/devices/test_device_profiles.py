@@ -38,8 +38,13 @@ def test_profile_sample_within_field_ranges(device_type):
 
 @pytest.mark.parametrize(
     ("level_cm", "status"),
-    [(120.0, "normal"), (200.0, "waspada"), (269.9, "waspada"), (300.0, "siaga"),
-     (465.0, "awas")],
+    [
+        (120.0, "normal"),
+        (200.0, "waspada"),
+        (269.9, "waspada"),
+        (300.0, "siaga"),
+        (465.0, "awas"),
+    ],
 )
 def test_alert_level_river_gauge_four_levels(level_cm, status):
     """Test that river levels map to normal / waspada / siaga / awas at Pos Depok."""

@@ -73,7 +73,8 @@ def test_reading_rain_event_raises_rivers_above_dry_weather():
         list_devices(SimulationOptions(rain_event=False), START_S), "river_gauge"
     )
     river_peak_s = START_S + SimulationOptions().interval_s * (
-        simulator.STORM_START_REPORTS + simulator.RIVER_DELAY_REPORTS
+        simulator.STORM_START_REPORTS
+        + simulator.RIVER_DELAY_REPORTS
         + simulator.RIVER_TIME_TO_PEAK_REPORTS
     )
 
@@ -99,8 +100,11 @@ def test_reading_rivers_peak_after_the_rain():
 
 def test_reading_storm_timeline_counted_in_report_intervals():
     """Test that with 1 s reports rivers rise as with 5 s reports, 5 times sooner."""
-    reports = (simulator.STORM_START_REPORTS + simulator.RIVER_DELAY_REPORTS
-               + simulator.RIVER_TIME_TO_PEAK_REPORTS)
+    reports = (
+        simulator.STORM_START_REPORTS
+        + simulator.RIVER_DELAY_REPORTS
+        + simulator.RIVER_TIME_TO_PEAK_REPORTS
+    )
 
     def levels_cm(interval_s):
         options = SimulationOptions(
@@ -182,8 +186,13 @@ def test_list_devices_requested_count_per_type_distinct_ids(per_type):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"devices_per_type": 0}, {"device_types": ("cctv",)}, {"device_types": ()},
-     {"interval_s": 0.0}, {"qos": 3}],
+    [
+        {"devices_per_type": 0},
+        {"device_types": ("cctv",)},
+        {"device_types": ()},
+        {"interval_s": 0.0},
+        {"qos": 3},
+    ],
 )
 def test_simulation_options_invalid_rejected(bad):
     """Test that impossible options are refused when made."""
@@ -211,8 +220,12 @@ async def test_run_simulation_broker_receives_every_reading(broker, topic_prefix
     subscriber.on_subscribe = lambda *args: subscribed.set()
     await subscriber.connect(broker.host, broker.port)
     options = SimulationOptions(
-        host=broker.host, port=broker.port, devices_per_type=1, interval_s=0.5,
-        duration_s=2.0, topic_prefix=topic_prefix,
+        host=broker.host,
+        port=broker.port,
+        devices_per_type=1,
+        interval_s=0.5,
+        duration_s=2.0,
+        topic_prefix=topic_prefix,
     )
     try:
         subscriber.subscribe(f"{topic_prefix}/#", qos=1)
@@ -241,7 +254,10 @@ async def test_run_simulation_broker_restart_reconnects_with_one_warning(
     port = _free_port()
     published: list[str] = []
     options = SimulationOptions(
-        port=port, devices_per_type=1, interval_s=0.2, topic_prefix="test-restart",
+        port=port,
+        devices_per_type=1,
+        interval_s=0.2,
+        topic_prefix="test-restart",
     )
     task: asyncio.Task[int] | None = None
     try:
@@ -261,8 +277,11 @@ async def test_run_simulation_broker_restart_reconnects_with_one_warning(
         if task is not None:
             task.cancel()
 
-    warnings = [r.getMessage() for r in caplog.records
-                if r.name.startswith("devices") and r.levelno >= logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("devices") and r.levelno >= logging.WARNING
+    ]
     assert len(warnings) == 1 and warnings[0].startswith("Lost MQTT broker"), warnings
     broker_log = (tmp_path / "second.log").read_text()
     assert "Received DISCONNECT from decor-sim-" in broker_log
@@ -283,8 +302,9 @@ def _mosquitto(log_path: Path, port: int) -> Iterator[None]:
         "log_dest stdout\nlog_type all\n"
     )
     with log_path.open("wb") as log:
-        broker = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stdout=log,
-                                  stderr=subprocess.STDOUT)
+        broker = subprocess.Popen(
+            [str(MOSQUITTO), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -11,7 +11,9 @@ from gateway.sinks import classify_rejection
 from gateway.sinks.base import describe_failure, refuses_points
 
 CONFLICT_FACTS = {
-    "field": "energy", "measurement": "meter", "attempted": "float",
+    "field": "energy",
+    "measurement": "meter",
+    "attempted": "float",
     "existing": "integer",
 }
 
@@ -24,7 +26,7 @@ V1_CONFLICT = (
 # InfluxDB 2.x (HTTP 422), as in the C18 case and InfluxDB's documentation.
 V2_CONFLICT = (
     '{"code":"unprocessable entity","message":"failure writing points to database: '
-    "partial write: field type conflict: input field \\\"energy\\\" on measurement "
+    'partial write: field type conflict: input field \\"energy\\" on measurement '
     '\\"meter\\" is type float, already exists as type integer dropped=1"}'
 )
 # InfluxDB 1.x's X-Influxdb-Error header carries the same words unescaped.
@@ -61,17 +63,23 @@ def test_classify_rejection_reads_an_unparsable_line_from_2x():
     )
 
     assert classify_rejection(body) == (
-        "unparsable_line", {"lines": "meter,device=m5 voltage= 1717200001000000000"}
+        "unparsable_line",
+        {"lines": "meter,device=m5 voltage= 1717200001000000000"},
     )
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ("<html><head><title>413 Request Entity Too Large</title></head></html>",
-         "too_large"),
-        ('{"code":"request too large","message":"unable to read data: points batch '
-         'is too large"}', "too_large"),
+        (
+            "<html><head><title>413 Request Entity Too Large</title></head></html>",
+            "too_large",
+        ),
+        (
+            '{"code":"request too large","message":"unable to read data: points batch '
+            'is too large"}',
+            "too_large",
+        ),
         ('{"error":"something else entirely"}', "rejected"),
         ("", "rejected"),
     ],

@@ -108,8 +108,10 @@ def harness(tmp_path: Path) -> Callable[..., Harness]:
 
 def numbered_lines(count: int) -> list[str]:
     """Return `count` distinct, valid lines of line protocol."""
-    return [f"meter,device=d{i:04d} v={i}.5 {1_700_000_000_000_000_000 + i}" for i in
-            range(count)]
+    return [
+        f"meter,device=d{i:04d} v={i}.5 {1_700_000_000_000_000_000 + i}"
+        for i in range(count)
+    ]
 
 
 def refuse_lines_containing(marker: str) -> Answer:
@@ -119,10 +121,12 @@ def refuse_lines_containing(marker: str) -> Answer:
         bad = [line for line in lines if marker in line]
         if not bad:
             return None
-        body = orjson.dumps({
-            "code": "invalid",
-            "message": f"unable to parse '{bad[0]}': invalid field format",
-        }).decode()
+        body = orjson.dumps(
+            {
+                "code": "invalid",
+                "message": f"unable to parse '{bad[0]}': invalid field format",
+            }
+        ).decode()
         return PointsRejected("refused", status=400, body=body)
 
     return answer
@@ -304,7 +308,8 @@ async def test_batcher_flush_remaining_writes_what_it_can_and_keeps_the_rest(
     assert h.writer.buffered == 0
     assert any(
         "4 points were not written before shutdown" in r.getMessage()
-        for r in caplog.records if r.levelno == logging.ERROR
+        for r in caplog.records
+        if r.levelno == logging.ERROR
     )
 
 
@@ -363,10 +368,12 @@ async def test_batcher_keeps_apart_only_the_quoted_lines_of_a_v1_parse_error(har
     """Test that a 1.x partial write naming unparsable lines rejects only those."""
     lines = ["m,d=1 v=1 1", "m,d=2 v= 2", "m,d=3 v=3 3", 'm,d=4 v="x 4']
     # What InfluxDB 1.6 answers for exactly these lines.
-    body = orjson.dumps({
-        "error": "partial write: unable to parse 'm,d=2 v= 2': missing field value\n"
-        "unable to parse 'm,d=4 v=\"x 4': unbalanced quotes dropped=0"
-    }).decode()
+    body = orjson.dumps(
+        {
+            "error": "partial write: unable to parse 'm,d=2 v= 2': missing field value\n"
+            "unable to parse 'm,d=4 v=\"x 4': unbalanced quotes dropped=0"
+        }
+    ).decode()
     h = harness(
         ScriptedSink(lambda _: PointsRejected("partial", status=400, body=body)),
         batch_size=4,

@@ -26,8 +26,12 @@ def influx_config(database: str, **overrides: Any) -> InfluxConfig:
     """Return a v1 configuration for the local InfluxDB with short retries."""
     return InfluxConfig.model_validate(
         {
-            "url": INFLUX_V1_URL, "api": "v1", "database": database,
-            "flush_interval_s": 0.1, "retry_min_s": 0.05, "retry_max_s": 0.2,
+            "url": INFLUX_V1_URL,
+            "api": "v1",
+            "database": database,
+            "flush_interval_s": 0.1,
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.2,
         }
         | overrides
     )
@@ -66,10 +70,12 @@ async def test_influx_v1_sink_reports_a_partial_write_as_points_rejected(influx_
     sink = InfluxV1Sink(influx_config(influx_v1.database))
     try:
         with pytest.raises(PointsRejected) as caught:
-            await sink.write([
-                "meter,device=m1 energy=101.5 1717200000000000000",
-                "meter,device=m2 power=230.5 1717200000000000000",
-            ])
+            await sink.write(
+                [
+                    "meter,device=m1 energy=101.5 1717200000000000000",
+                    "meter,device=m2 power=230.5 1717200000000000000",
+                ]
+            )
     finally:
         await sink.close()
 

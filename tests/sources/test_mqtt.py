@@ -104,21 +104,54 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     )
     ca_key = folder / "ca.key"
     _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", ca_key, "-out", certs.ca, "-days", "2",
-        "-subj", "/CN=DeCOR test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        certs.ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=DeCOR test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     )
-    _issue(folder, certs.ca, ca_key, certs.server_cert, certs.server_key,
-           "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _issue(folder, certs.ca, ca_key, certs.client_cert, certs.client_key,
-           "decor-gateway", "extendedKeyUsage=clientAuth\n")
+    _issue(
+        folder,
+        certs.ca,
+        ca_key,
+        certs.server_cert,
+        certs.server_key,
+        "127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    _issue(
+        folder,
+        certs.ca,
+        ca_key,
+        certs.client_cert,
+        certs.client_key,
+        "decor-gateway",
+        "extendedKeyUsage=clientAuth\n",
+    )
     return certs
 
 
 def _issue(
-    folder: Path, ca: Path, ca_key: Path, cert: Path, key: Path, name: str,
+    folder: Path,
+    ca: Path,
+    ca_key: Path,
+    cert: Path,
+    key: Path,
+    name: str,
     extensions: str,
 ) -> None:
     csr = folder / f"{cert.stem}.csr"
@@ -127,12 +160,36 @@ def _issue(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" + extensions
     )
     _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        f"/CN={name}",
     )
     _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-        "-out", cert, "-days", "2", "-extfile", ext,
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
     )
 
 
@@ -145,7 +202,8 @@ def _openssl(*args: str | Path) -> None:
 def tls_listener(certs: Certificates) -> list[str]:
     """Return the Mosquitto lines that make the listener speak TLS."""
     return [
-        f"cafile {certs.ca}", f"certfile {certs.server_cert}",
+        f"cafile {certs.ca}",
+        f"certfile {certs.server_cert}",
         f"keyfile {certs.server_key}",
     ]
 
@@ -154,7 +212,9 @@ def password_file(path: Path, user: str, password: str) -> Path:
     """Write a Mosquitto password file holding one user, and return its path."""
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(path), user, password],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return path
 
@@ -199,13 +259,17 @@ async def subscribed(gateway: Gateway) -> None:
 
 
 def records(
-    caplog: pytest.LogCaptureFixture, level: int, pattern: str = "",
+    caplog: pytest.LogCaptureFixture,
+    level: int,
+    pattern: str = "",
     logger: str | None = None,
 ) -> list[str]:
     """Return the messages logged at exactly `level` that match `pattern`."""
     return [
-        record.getMessage() for record in caplog.records
-        if record.levelno == level and re.search(pattern, record.getMessage())
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == level
+        and re.search(pattern, record.getMessage())
         and (logger is None or record.name == logger)
     ]
 
@@ -213,7 +277,8 @@ def records(
 def warnings_and_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Return every warning or worse from any logger, gmqtt's included."""
     return [
-        f"{record.name}: {record.getMessage()}" for record in caplog.records
+        f"{record.name}: {record.getMessage()}"
+        for record in caplog.records
         if record.levelno >= logging.WARNING
     ]
 
@@ -300,7 +365,9 @@ async def test_subscriber_warns_once_about_a_wrong_password_and_connects_once_fi
     address = f"127.0.0.1:{broker.port}"
     config = gateway_config(
         mqtt={
-            "port": broker.port, "protocol": protocol, "username": USER,
+            "port": broker.port,
+            "protocol": protocol,
+            "username": USER,
             "password": wrong,
         },
         influx={"database": influx_v1.database},
@@ -323,8 +390,10 @@ async def test_subscriber_warns_once_about_a_wrong_password_and_connects_once_fi
             rows = await influx_v1.wait_for_rows(MEASUREMENT, 1)
 
     assert [row["water_level_cm"] for row in rows] == [91.0]
-    reason = {"5": "code 135 (Connection Refused: Not authorized)",
-              "3.1.1": "code 5 (Connection Refused: not authorised)"}[protocol]
+    reason = {
+        "5": "code 135 (Connection Refused: Not authorized)",
+        "3.1.1": "code 5 (Connection Refused: not authorised)",
+    }[protocol]
     assert refused == [
         f"{MQTT_LOG}: Cannot connect to MQTT broker {address}: broker refused the "
         f"connection: {reason}; retrying with backoff"
@@ -341,7 +410,13 @@ async def test_subscriber_warns_once_about_a_wrong_password_and_connects_once_fi
 
 @pytest.mark.parametrize(("protocol", "code"), [("5", "0x87"), ("3.1.1", "0x80")])
 async def test_subscriber_logs_a_subscription_the_broker_refuses(
-    gateway_config, topic_prefix, influx_v1, mosquitto, tmp_path, caplog, protocol,
+    gateway_config,
+    topic_prefix,
+    influx_v1,
+    mosquitto,
+    tmp_path,
+    caplog,
+    protocol,
     code,
 ):
     """Test that a subscription refused in the SUBACK is an error naming the filter."""
@@ -349,24 +424,38 @@ async def test_subscriber_logs_a_subscription_the_broker_refuses(
     # Mosquitto's acl_file never refuses a subscription (see the next test); its
     # dynamic security plugin does, for a subscribePattern that is not allowed.
     security = tmp_path / "dynamic-security.json"
-    security.write_text(json.dumps({
-        "defaultACLAccess": {
-            "publishClientSend": True, "publishClientReceive": True,
-            "subscribe": True, "unsubscribe": True,
-        },
-        "clients": [],
-        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-telemetry"}]}],
-        "roles": [{
-            "rolename": "no-telemetry",
-            "acls": [{
-                "acltype": "subscribePattern", "topic": f"{topic_prefix}/#",
-                "allow": False,
-            }],
-        }],
-        "anonymousGroup": "anonymous",
-    }))
+    security.write_text(
+        json.dumps(
+            {
+                "defaultACLAccess": {
+                    "publishClientSend": True,
+                    "publishClientReceive": True,
+                    "subscribe": True,
+                    "unsubscribe": True,
+                },
+                "clients": [],
+                "groups": [
+                    {"groupname": "anonymous", "roles": [{"rolename": "no-telemetry"}]}
+                ],
+                "roles": [
+                    {
+                        "rolename": "no-telemetry",
+                        "acls": [
+                            {
+                                "acltype": "subscribePattern",
+                                "topic": f"{topic_prefix}/#",
+                                "allow": False,
+                            }
+                        ],
+                    }
+                ],
+                "anonymousGroup": "anonymous",
+            }
+        )
+    )
     broker = mosquitto(
-        "allow_anonymous true", f"plugin {DYNAMIC_SECURITY_PLUGIN}",
+        "allow_anonymous true",
+        f"plugin {DYNAMIC_SECURITY_PLUGIN}",
         f"plugin_opt_config_file {security}",
     )
     await broker.start()
@@ -404,8 +493,10 @@ async def test_subscriber_reads_nothing_from_a_topic_the_acl_file_forbids(
         mqtt={"port": broker.port},
         influx={"database": influx_v1.database},
         subscriptions=[
-            {"topic_template": f"{topic_prefix}/{name}/{{device_id}}/telemetry",
-             "measurement": name}
+            {
+                "topic_template": f"{topic_prefix}/{name}/{{device_id}}/telemetry",
+                "measurement": name,
+            }
             for name in ("forbidden", "allowed")
         ],
     )
@@ -515,7 +606,8 @@ async def test_subscriber_authenticates_with_a_client_certificate(
         mqtt={
             "port": broker.port,
             "tls": {
-                "enabled": True, "ca_file": str(certificates.ca),
+                "enabled": True,
+                "ca_file": str(certificates.ca),
                 "cert_file": str(certificates.client_cert),
                 "key_file": str(certificates.client_key),
             },
@@ -578,7 +670,9 @@ async def test_subscriber_receives_readings_published_while_it_was_away(
     await broker.start()
     config = gateway_config(
         mqtt={
-            "port": broker.port, "protocol": protocol, "clean_start": False,
+            "port": broker.port,
+            "protocol": protocol,
+            "clean_start": False,
             "session_expiry_s": 300,
         },
         influx={"database": influx_v1.database},
@@ -604,5 +698,6 @@ async def test_subscriber_receives_readings_published_while_it_was_away(
         ((base_ms + index * 1000) * MS, 100.0 + index) for index in range(5)
     ]
     assert connected_as(broker, config.mqtt.client_id) == [
-        f"{seen_by_broker}, c0", f"{seen_by_broker}, c0"
+        f"{seen_by_broker}, c0",
+        f"{seen_by_broker}, c0",
     ]
