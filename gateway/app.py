@@ -13,10 +13,13 @@ import random
 import string
 from collections.abc import Awaitable, Callable
 
-from gateway.config import GatewayConfig, SubscriptionConfig
+from gateway.config import GatewayConfig
 from gateway.deadletters import DeadLetterStore
-from gateway.decoding import JsonDecoder, Route, TopicTemplate
+from gateway.decoding import FieldReject, Route, TopicTemplate
+from gateway.decoding.options import DecoderOptions
+from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
+from gateway.logutil import RateLimitedLogger
 from gateway.points import encode_line
 from gateway.sinks import BatchWriter, Sink, make_sink
 from gateway.sources import MqttMessage, MqttSubscriber
@@ -29,6 +32,10 @@ logger = logging.getLogger(__name__)
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 MAX_LOGGED_PAYLOAD_BYTES = 200
+QUIET_FIELD_REASONS = frozenset({"null_value"})
+# One line per topic, field and reason a minute: a device that sends NaN every
+# second must not fill the log; the counters and dead letters keep the volume.
+field_warnings = RateLimitedLogger(logger, interval_s=60.0)
 
 
 class Gateway:
@@ -38,7 +45,7 @@ class Gateway:
         self, config: GatewayConfig, sink: Sink | None = None, source: str = ""
     ) -> None:
         self.config = config
-        self.routes = build_routes(config.subscriptions, source)
+        self.routes = build_routes(config, source)
         self.stats = GatewayStats()
         self.dead_letters = DeadLetterStore(
             config.dead_letters.path, config.dead_letters.max_bytes
@@ -101,6 +108,9 @@ class Gateway:
 
     def _decode(self, message: MqttMessage) -> list[str]:
         route = self._route_for(message.topic)
+        if route is not None and route.excludes(message.topic):
+            self.stats.messages_excluded += 1
+            return []
         try:
             if route is None:
                 raise PayloadError(
@@ -118,15 +128,30 @@ class Gateway:
             except ValueError as exc:
                 self._reject_message(message, "unencodable_point", str(exc))
         for rejected in decoded.rejected_fields:
-            self.stats.fields_rejected[rejected.reason] += 1
-            self.dead_letters.add(
-                "field",
-                rejected.reason,
-                f"{rejected.field}: {rejected.detail}",
-                topic=message.topic,
-                payload=message.payload,
-            )
+            self._reject_field(message, rejected)
+        for outgoing in decoded.outgoing:
+            self.subscriber.publish(outgoing.topic, outgoing.payload, outgoing.qos)
         return lines
+
+    def _reject_field(self, message: MqttMessage, rejected: FieldReject) -> None:
+        self.stats.fields_rejected[rejected.reason] += 1
+        self.dead_letters.add(
+            "field",
+            rejected.reason,
+            f"{rejected.field}: {rejected.detail}",
+            topic=message.topic,
+            payload=message.payload,
+        )
+        # A null is how firmware says "no reading now": normal, not news.
+        if rejected.reason in QUIET_FIELD_REASONS:
+            return
+        field_warnings.warning(
+            (message.topic, rejected.field, rejected.reason),
+            "Left out field %r of a message on %r: %s",
+            rejected.field,
+            message.topic,
+            rejected.detail,
+        )
 
     def _route_for(self, topic: str) -> Route | None:
         for route in self.routes:
@@ -148,12 +173,10 @@ class Gateway:
         )
 
 
-def build_routes(
-    subscriptions: list[SubscriptionConfig], source: str = ""
-) -> list[Route]:
+def build_routes(config: GatewayConfig, source: str = "") -> list[Route]:
     """Compile the configured subscriptions; raise ConfigError naming the bad key."""
     routes = []
-    for index, sub in enumerate(subscriptions):
+    for index, sub in enumerate(config.subscriptions):
         key = f"subscriptions.{index}"
         template = None
         if sub.topic_template:
@@ -162,26 +185,40 @@ def build_routes(
             except ValueError as exc:
                 raise ConfigError(str(exc), key=f"{key}.topic_template", source=source)
         names = set(template.tag_names) if template else set()
-        for _, field_name, _, _ in string.Formatter().parse(sub.measurement):
-            if field_name is not None and field_name not in names:
-                raise ConfigError(
-                    f"uses {{{field_name}}}, which the topic template does not capture"
-                    f" (captures: {', '.join(sorted(names)) or 'nothing'})",
-                    key=f"{key}.measurement",
-                    source=source,
-                )
-        topic_filter = sub.topic or (template.topic_filter if template else "")
+        for option in ("measurement", "field"):
+            _check_template_names(
+                getattr(sub, option), names, f"{key}.{option}", source
+            )
+        try:
+            decoder = make_decoder(
+                sub.format, DecoderOptions.from_config(sub, config.decoding)
+            )
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, key=f"{key}.format", source=source) from None
         routes.append(
             Route(
-                topic_filter=topic_filter,
+                topic_filter=sub.topic or (template.topic_filter if template else ""),
                 qos=sub.qos,
                 template=template,
                 measurement=sub.measurement,
                 static_tags=dict(sub.tags),
-                decoder=JsonDecoder(sub.timestamp_key, sub.timestamp_unit),
+                decoder=decoder,
+                field=sub.field,
+                exclude_filters=tuple(sub.exclude_topics),
             )
         )
     return routes
+
+
+def _check_template_names(text: str, names: set[str], key: str, source: str) -> None:
+    for _, field_name, _, _ in string.Formatter().parse(text):
+        if field_name is not None and field_name not in names:
+            raise ConfigError(
+                f"uses {{{field_name}}}, which the topic template does not capture"
+                f" (captures: {', '.join(sorted(names)) or 'nothing'})",
+                key=key,
+                source=source,
+            )
 
 
 async def _supervise(name: str, body: Callable[[], Awaitable[None]]) -> None:

@@ -18,14 +18,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from gateway.errors import ConfigError
 
 __all__ = [
     "DeadLetterConfig",
+    "DecodingConfig",
     "GatewayConfig",
     "InfluxConfig",
     "MqttConfig",
@@ -38,6 +47,24 @@ ENV_PREFIX = "DECOR_"
 ENV_SEPARATOR = "__"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# Payload formats a subscription can name; "auto" picks one per message where
+# the topic or the payload makes it unambiguous.
+PayloadFormat = Literal[
+    "auto",
+    "json",
+    "value",
+    "influx",
+    "senml",
+    "tasmota",
+    "zigbee2mqtt",
+    "shelly",
+    "shelly_rpc",
+    "esphome",
+    "tts_v3",
+    "chirpstack_v4",
+    "sparkplug_b",
+]
+FieldType = Literal["float", "integer", "unsigned", "boolean", "string"]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -98,7 +125,12 @@ class SubscriptionConfig(_Section):
         description="MQTT topic filter; derived from topic_template when empty",
     )
     qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS")
-    format: Literal["json"] = Field("json", description="Payload format")
+    exclude_topics: list[str] = Field(
+        default_factory=list,
+        description="Topic filters inside `topic` to ignore (e.g. a bridge's own "
+        "status topics); excluded messages are counted, not stored",
+    )
+    format: PayloadFormat = Field("json", description="Payload format")
     topic_template: str = Field(
         "",
         description="Topic levels to tags: {name} makes a tag, + or {_} skips a "
@@ -109,21 +141,75 @@ class SubscriptionConfig(_Section):
         min_length=1,
         description="Measurement name; {name} is replaced by that topic level",
     )
+    field: str = Field(
+        "value",
+        min_length=1,
+        description="Field name for formats that carry one bare value; {name} is "
+        "replaced by that topic level",
+    )
     timestamp_key: str = Field(
-        "ts", description="JSON key holding the reading time; empty: receive time"
+        "ts",
+        description="Payload key holding the reading time (dots reach into nested "
+        "objects: params.ts); empty: receive time",
     )
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
         "auto", description="Unit of numeric timestamps; auto guesses by magnitude"
     )
+    timezone: str = Field(
+        "",
+        description="IANA zone of timestamps written without an offset; empty: "
+        "[decoding] default_timezone",
+    )
+    fields: dict[str, FieldType] = Field(
+        default_factory=dict,
+        description="Declared field types by stored field name; undeclared numbers "
+        "are floats",
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="Keep only these fields (stored names); empty: keep all",
+    )
+    payload_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags taken from the payload: tag name -> key (dots reach into "
+        "nested objects); the exact text is kept",
+    )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Fixed tags added to every point"
     )
+
+    _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: _zone(v)))
 
     @model_validator(mode="after")
     def _topic_or_template(self) -> SubscriptionConfig:
         if not self.topic and not self.topic_template:
             raise ValueError("needs a topic or a topic_template")
         return self
+
+
+class DecodingConfig(_Section):
+    """Rules every decoder follows."""
+
+    default_timezone: str = Field(
+        "",
+        description="IANA zone of timestamps written without an offset, where a "
+        "subscription names none; empty: such readings are stored at receive time "
+        "with a warning",
+    )
+    max_past_s: Annotated[float, Field(gt=0)] = Field(
+        10 * 365.25 * 86_400,
+        description="A reading time further in the past than this, seconds before "
+        "receipt, is implausible and refused",
+    )
+    max_future_s: Annotated[float, Field(gt=0)] = Field(
+        86_400.0,
+        description="A reading time further ahead than this, seconds after receipt, "
+        "is implausible and refused",
+    )
+
+    _check_timezone = field_validator("default_timezone")(
+        classmethod(lambda cls, v: _zone(v))
+    )
 
 
 class InfluxConfig(_Section):
@@ -178,11 +264,24 @@ class GatewayConfig(_Section):
         "info", description="Log level"
     )
     mqtt: MqttConfig = MqttConfig()
+    decoding: DecodingConfig = DecodingConfig()
     influx: InfluxConfig = InfluxConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
+
+
+def _zone(name: str) -> str:
+    """Check that a time zone name is in the zone database (empty is allowed)."""
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r} (use an IANA name such as Asia/Jakarta)"
+            ) from None
+    return name
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -16,8 +16,9 @@ Escaping:
 - Every other character is written as is: other backslashes, quotes in names,
   tabs, non-ASCII letters and emoji.
 - Floats are written with ``repr()`` (``21.5``, ``55.0``, ``1e+16``), integers
-  with an ``i`` suffix (``42i``), booleans as ``true`` / ``false``. Tags are
-  sorted by key, as InfluxDB recommends for write speed.
+  with an ``i`` suffix (``42i``), unsigned ones (``Unsigned``) with ``u``,
+  booleans as ``true`` / ``false``. Tags are sorted by key, as InfluxDB
+  recommends for write speed.
 
 Sanitisations (the stored text differs from the given text):
 
@@ -74,6 +75,8 @@ __all__ = [
     "FieldValue",
     "INT64_MAX",
     "INT64_MIN",
+    "UINT64_MAX",
+    "Unsigned",
     "MAX_KEY_BYTES",
     "MAX_STRING_FIELD_BYTES",
     "MAX_TIME_NS",
@@ -102,6 +105,20 @@ MAX_CACHED_NAMES = 8192
 
 # A Python int is written as an InfluxDB integer field ("42i"); a float as a float.
 # Decoders decide which one a reading becomes, so that a field keeps one type.
+UINT64_MAX = 2**64 - 1
+
+
+class Unsigned(int):
+    """An integer stored as an InfluxDB unsigned field ("42u").
+
+    InfluxDB 2.x, 3.x and VictoriaMetrics accept unsigned fields; InfluxDB 1.x
+    refuses them unless built with support, so declare a field unsigned only
+    for those.
+    """
+
+    __slots__ = ()
+
+
 FieldValue = float | int | bool | str
 
 # Line protocol cannot carry a raw newline anywhere: it ends the line. We write
@@ -409,6 +426,10 @@ def _encode_other_value(key: str, value: object) -> str:
         if not -_INFINITY < value < _INFINITY:
             raise ValueError(f"field {key!r} is {value}, which InfluxDB cannot store")
         return float.__repr__(value)
+    if isinstance(value, Unsigned):
+        if not 0 <= value <= UINT64_MAX:
+            raise ValueError(f"field {key!r} = {value} does not fit an unsigned field")
+        return int.__repr__(value) + "u"
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"field {key!r} = {value} does not fit a 64-bit integer")

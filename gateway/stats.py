@@ -13,6 +13,7 @@ class GatewayStats:
     """Plain counters, cheap on the hot path; read by the console and the API."""
 
     messages_received: int = 0
+    messages_excluded: int = 0
     points_decoded: int = 0
     points_written: int = 0
     write_requests: int = 0
@@ -28,6 +29,7 @@ class GatewayStats:
         """Return a copy of every counter, for display or export."""
         return {
             "messages_received": self.messages_received,
+            "messages_excluded": self.messages_excluded,
             "points_decoded": self.points_decoded,
             "points_written": self.points_written,
             "write_requests": self.write_requests,

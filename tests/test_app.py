@@ -193,7 +193,9 @@ async def test_gateway_rejects_bad_messages_and_stores_the_rest_of_the_batch(
 class _BrokenDecoder:
     """A decoder with a bug, at our own decoder seam."""
 
-    def decode(self, message, measurement, tags):
+    name = "broken"
+
+    def decode(self, message, measurement, tags, field="value"):
         raise KeyError("a bug in a decoder")
 
 

@@ -68,7 +68,7 @@ def test_load_config_accepts_example_file_unchanged(name):
     """Test that the example config files load, validate and compile into routes."""
     config = load_config(CONFIG_DIR / name, environ={})
 
-    routes = build_routes(config.subscriptions, str(CONFIG_DIR / name))
+    routes = build_routes(config, str(CONFIG_DIR / name))
     assert routes[0].topic_filter == "city/+/+/+/telemetry"
     assert routes[0].template is not None
     assert routes[0].template.tag_names == ("agency", "device_type", "device_id")

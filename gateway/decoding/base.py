@@ -10,7 +10,7 @@ from gateway.errors import PayloadError
 from gateway.points import Point
 from gateway.sources.mqtt import MqttMessage, topic_matches
 
-__all__ = ["Decoded", "Decoder", "FieldReject", "Route"]
+__all__ = ["Decoded", "Decoder", "FieldReject", "OutgoingMessage", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,19 +22,39 @@ class FieldReject:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message a decoder asks the gateway to publish (e.g. a rebirth request)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+
+
 @dataclass(slots=True)
 class Decoded:
-    """What one message produced: points, and the values it had to leave out."""
+    """What one message produced: points, values left out, messages to send."""
 
     points: list[Point] = field(default_factory=list)
     rejected_fields: list[FieldReject] = field(default_factory=list)
+    outgoing: list[OutgoingMessage] = field(default_factory=list)
 
 
 class Decoder(Protocol):
-    """Turn one payload into points; raise PayloadError if nothing is usable."""
+    """Turn one payload into points; raise PayloadError if nothing is usable.
+
+    `name` names the format in dead letters and logs. `field` is the field
+    name for formats that carry one bare value.
+    """
+
+    name: str
 
     def decode(
-        self, message: MqttMessage, measurement: str, tags: dict[str, str]
+        self,
+        message: MqttMessage,
+        measurement: str,
+        tags: dict[str, str],
+        field: str = "value",
     ) -> Decoded:
         """Decode `message` into points named `measurement` carrying `tags`."""
         ...
@@ -50,10 +70,16 @@ class Route:
     measurement: str
     static_tags: dict[str, str]
     decoder: Decoder
+    field: str = "value"
+    exclude_filters: tuple[str, ...] = ()
 
     def accepts(self, topic: str) -> bool:
         """Tell whether this route's topic filter covers `topic`."""
         return topic_matches(self.topic_filter, topic)
+
+    def excludes(self, topic: str) -> bool:
+        """Tell whether `topic` is one this route was told to ignore."""
+        return any(topic_matches(f, topic) for f in self.exclude_filters)
 
     def decode(self, message: MqttMessage) -> Decoded:
         """Decode a message, naming its points from the topic."""
@@ -76,4 +102,5 @@ class Route:
                 f"measurement {self.measurement!r} is empty for this topic",
                 topic=message.topic,
             )
-        return self.decoder.decode(message, measurement, tags)
+        field = self.field.format_map(captured) if "{" in self.field else self.field
+        return self.decoder.decode(message, measurement, tags, field)

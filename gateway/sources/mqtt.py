@@ -141,6 +141,19 @@ class MqttSubscriber:
         finally:
             await self._close()
 
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+        """Publish a message if connected; return whether it was handed over."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            logger.warning(
+                "Not connected to MQTT broker %s; could not publish to %r",
+                self.address,
+                topic,
+            )
+            return False
+        client.publish(topic, payload, qos=qos)
+        return True
+
     async def stop(self) -> None:
         """Disconnect cleanly; `run` then ends when its task is cancelled."""
         self._stopping = True

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.decoding import FieldReject, JsonDecoder, Route, TopicTemplate
-from gateway.decoding.json_readings import MAX_NESTING_DEPTH, parse_timestamp
+from gateway.decoding.json_readings import MAX_NESTING_DEPTH
+from gateway.decoding.options import DecoderOptions
+from gateway.decoding.timestamps import parse_timestamp
 from gateway.errors import PayloadError
 from gateway.points import encode_line
 from gateway.sources.mqtt import MqttMessage
@@ -16,6 +20,8 @@ from gateway.sources.mqtt import MqttMessage
 TOPIC = "city/bpbd/river_gauge/rg-01/telemetry"
 RX_NS = 1_717_200_060_000_000_000  # 2024-06-01T00:01:00Z, the receive time of C11
 TS_NS = 1_717_200_000_000_000_000  # 2024-06-01T00:00:00Z
+# Tests of reading times alone switch the plausibility window off.
+ANY_TIME = {"max_past_ns": 2**63, "max_future_ns": 2**63}
 
 
 def _message(payload: bytes, topic: str = TOPIC) -> MqttMessage:
@@ -23,7 +29,7 @@ def _message(payload: bytes, topic: str = TOPIC) -> MqttMessage:
 
 
 def _decode(payload: bytes, **options):
-    decoder = JsonDecoder(**options)
+    decoder = JsonDecoder(DecoderOptions(**options))
     return decoder.decode(_message(payload), "river_gauge", {"device_id": "rg-01"})
 
 
@@ -42,7 +48,7 @@ def _meter_route(**options) -> Route:
         template=template,
         measurement="meter",
         static_tags={},
-        decoder=JsonDecoder(**options),
+        decoder=JsonDecoder(DecoderOptions(**options)),
     )
 
 
@@ -239,7 +245,7 @@ def test_json_decoder_names_reject_reasons_when_no_field_is_left():
 )
 def test_json_decoder_detects_epoch_unit_by_magnitude(ts, time_ns):
     """Test that numeric times in s, ms, µs and ns are told apart and kept exactly."""
-    decoded = _decode(b'{"ts": %s, "level": 1}' % ts.encode())
+    decoded = _decode(b'{"ts": %s, "level": 1}' % ts.encode(), **ANY_TIME)
 
     assert decoded.points[0].time_ns == time_ns
     assert "ts" not in decoded.points[0].fields
@@ -260,7 +266,9 @@ def test_json_decoder_detects_epoch_unit_by_magnitude(ts, time_ns):
 )
 def test_json_decoder_uses_explicit_timestamp_unit(unit, ts, time_ns):
     """Test that a configured unit is used instead of guessing by magnitude."""
-    decoded = _decode(b'{"ts": %s, "level": 1}' % ts.encode(), timestamp_unit=unit)
+    decoded = _decode(
+        b'{"ts": %s, "level": 1}' % ts.encode(), timestamp_unit=unit, **ANY_TIME
+    )
 
     assert decoded.points[0].time_ns == time_ns
 
@@ -270,7 +278,7 @@ def test_json_decoder_uses_explicit_timestamp_unit(unit, ts, time_ns):
     [
         ("2024-06-01T00:00:00Z", TS_NS),
         ("2024-06-01T07:00:00+07:00", TS_NS),  # WIB, Depok's zone
-        ("2024-06-01T00:00:00", TS_NS),  # no zone: UTC
+        ("2024-06-01T00:00:00", TS_NS),  # no zone: the configured one, UTC here
         ("2024-06-01 00:00:00", TS_NS),
         ("2024-06-01T00:00:00.5Z", TS_NS + 500_000_000),
         ("2024-06-01T00:00:00.123Z", TS_NS + 123_000_000),
@@ -285,7 +293,7 @@ def test_json_decoder_uses_explicit_timestamp_unit(unit, ts, time_ns):
 )
 def test_json_decoder_reads_iso_8601_timestamps(ts, time_ns):
     """Test that ISO-8601 times honour their zone and keep fractions to the ns."""
-    decoded = _decode(orjson.dumps({"ts": ts, "level": 1}))
+    decoded = _decode(orjson.dumps({"ts": ts, "level": 1}), zone=UTC)
 
     assert decoded.points[0].time_ns == time_ns
 
@@ -336,7 +344,7 @@ def test_json_decoder_keeps_fractional_seconds_exactly(ticks, per_second):
     ticks //= 1_000_000 // per_second
     seconds = ticks / per_second
 
-    decoded = _decode(orjson.dumps({"ts": seconds, "level": 1}))
+    decoded = _decode(orjson.dumps({"ts": seconds, "level": 1}), **ANY_TIME)
 
     assert decoded.points[0].time_ns == ticks * (10**9 // per_second)
 
@@ -368,7 +376,6 @@ def test_json_decoder_with_empty_timestamp_key_always_uses_receive_time():
     ("ts", "shown"),
     [
         ("true", "True"),
-        ("null", "None"),
         ('"yesterday"', "'yesterday'"),
         ('"2024-13-01T00:00:00Z"', "'2024-13-01T00:00:00Z'"),
         ("99999999999", "99999999999"),  # seconds by magnitude, but past 2262
@@ -502,3 +509,40 @@ def test_json_decoder_leaves_out_a_field_named_time_and_keeps_the_rest():
     assert [(r.field, r.reason) for r in decoded.rejected_fields] == [
         ("time", "reserved_key")
     ]
+
+
+def test_json_decoder_stores_a_null_timestamp_at_receive_time():
+    """Test that {"ts": null} means no reading time: the receive time is used."""
+    decoded = _decode(b'{"ts": null, "level": 1}')
+
+    assert decoded.points[0].time_ns == RX_NS
+    assert decoded.points[0].fields == {"level": 1.0}
+
+
+def test_json_decoder_uses_receive_time_for_zoneless_text_without_a_zone(caplog):
+    """Test that ISO text without offset and no zone is not guessed to be UTC."""
+    decoded = _decode(b'{"ts": "2024-06-01T00:00:00", "level": 1}')
+
+    assert decoded.points[0].time_ns == RX_NS
+    assert "no timezone is configured" in caplog.text
+
+
+def test_json_decoder_reads_zoneless_text_in_the_configured_zone():
+    """Test that a configured IANA zone gives the offset in force on that date."""
+    from zoneinfo import ZoneInfo
+
+    decoded = _decode(
+        b'{"ts": "2024-06-01T07:00:00", "level": 1}', zone=ZoneInfo("Asia/Jakarta")
+    )
+
+    assert decoded.points[0].time_ns == TS_NS
+
+
+def test_json_decoder_refuses_an_implausible_time_naming_value_unit_and_date():
+    """Test that C11's wrong-unit variant stores nothing and says why."""
+    error = _refusal(b'{"ts": 1717200000, "p": 231.1}', timestamp_unit="ms")
+
+    assert error.reason == "implausible_timestamp"
+    assert "1717200000" in error.detail
+    assert "ms" in error.detail
+    assert "1970-01-20T21:00:00" in error.detail
