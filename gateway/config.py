@@ -239,6 +239,11 @@ class InfluxConfig(_Section):
         100_000,
         description="Points held in memory before the gateway stops reading MQTT",
     )
+    max_request_bytes: Annotated[int, Field(ge=1024)] | None = Field(
+        None,
+        description="Largest write request body, bytes; batches are cut below "
+        "it. Unset: learned from the server's 413 answers",
+    )
     timeout_s: PositiveSeconds = Field(10.0, description="HTTP timeout of one write, s")
     retry_min_s: PositiveSeconds = Field(0.5, description="First retry delay, seconds")
     retry_max_s: PositiveSeconds = Field(
@@ -247,14 +252,45 @@ class InfluxConfig(_Section):
 
 
 class DeadLetterConfig(_Section):
-    """Where refused payloads and points are kept, with their reason."""
+    """Where refused messages, values and points are kept, and who hears of them."""
 
     path: Path = Field(
-        Path(".run/dead-letters.jsonl"), description="JSON Lines file of rejects"
+        Path(".run/dead-letters.jsonl"),
+        description="JSON Lines file taking new dead letters; older ones are "
+        "<path>.1, <path>.2, ..., replayed ids are listed in <path>.replayed",
     )
     max_bytes: Annotated[int, Field(ge=1024)] = Field(
-        50_000_000, description="Rotate the file (keeping one old copy) past this size"
+        50_000_000,
+        description="Total size of the dead-letter files, bytes; past it the "
+        "oldest file is deleted",
     )
+    max_files: Annotated[int, Field(ge=2, le=1000)] = Field(
+        5,
+        description="Files kept, the current one included; each holds about "
+        "max_bytes / max_files bytes",
+    )
+    topic_prefix: str = Field(
+        "decor/deadletter",
+        description="Publish each dead letter (QoS 0) to <topic_prefix>/<reason>; "
+        "empty: do not publish",
+    )
+    publish_rate_per_s: Annotated[float, Field(gt=0)] = Field(
+        1.0,
+        description="Dead letters published per second and reason, on average; "
+        "the rest are kept on disk and counted",
+    )
+    publish_burst: Annotated[int, Field(ge=1)] = Field(
+        10,
+        description="Dead letters of one reason published at once before the "
+        "rate applies",
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError("must be a topic without the wildcards + and #")
+        return value.rstrip("/")
 
 
 class GatewayConfig(_Section):

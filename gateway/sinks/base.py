@@ -9,7 +9,19 @@ import orjson
 
 from gateway.errors import describe_connection_failure
 
-__all__ = ["Sink", "classify_rejection", "describe_failure", "refuses_points"]
+__all__ = [
+    "Sink",
+    "answer_text",
+    "body_bytes",
+    "classify_rejection",
+    "describe_failure",
+    "refuses_points",
+    "summarize_answer",
+]
+
+# The status a server or proxy gives a request body over its size limit.
+TOO_LARGE_STATUS = 413
+SUMMARY_CHARS = 200
 
 # Answers that refuse the points themselves (a bad line, a type conflict, a body
 # too large): resending the same lines cannot help, splitting them can. Other
@@ -24,6 +36,8 @@ _FIELD_CONFLICT = re.compile(
 )
 # InfluxDB quotes each line it could not parse, one per line of its message.
 _UNPARSABLE_LINE = re.compile(r"unable to parse '(?P<line>.*)': ")
+_HTML_TITLE = re.compile(r"<title>(?P<title>.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
 
 
 class Sink(Protocol):
@@ -48,7 +62,9 @@ class Sink(Protocol):
         ...
 
 
-def classify_rejection(body: str) -> tuple[str, dict[str, str]]:
+def classify_rejection(
+    body: str, status: int | None = None
+) -> tuple[str, dict[str, str]]:
     """Name the reason in a 4xx answer from InfluxDB, with its facts.
 
     Returns a reason code ("field_type_conflict", "unparsable_line",
@@ -56,7 +72,10 @@ def classify_rejection(body: str) -> tuple[str, dict[str, str]]:
     and both types of a type conflict; the refused lines, joined by newlines,
     of an unparsable line. InfluxDB 1.x says it in `{"error": ...}`, 2.x in
     `{"code": ..., "message": ...}`, a proxy in HTML; the words are the same.
+    A 413 is "too_large" whatever its body says: load balancers often send none.
     """
+    if status == TOO_LARGE_STATUS:
+        return "too_large", {}
     conflict = _FIELD_CONFLICT.search(body)
     if conflict:
         return "field_type_conflict", conflict.groupdict()
@@ -75,6 +94,38 @@ def refuses_points(status: int, body: str) -> bool:
     counts as much as the status code.
     """
     return status in POINT_REFUSAL_STATUSES or "partial write" in body
+
+
+def body_bytes(lines: list[str]) -> int:
+    """Return the size of the write body for `lines`: UTF-8, one newline each."""
+    # isascii() is O(1) in CPython, so the common case costs no encoding.
+    return sum(
+        (len(line) if line.isascii() else len(line.encode("utf-8"))) + 1
+        for line in lines
+    )
+
+
+def answer_text(body: object) -> str:
+    """Return an HTTP answer's body as text, decoding bytes as UTF-8.
+
+    influxdb-client's async ApiException keeps the body as bytes; str() of
+    those would give "b'...'" with every newline and quote escaped.
+    """
+    if isinstance(body, bytes | bytearray):
+        return bytes(body).decode("utf-8", errors="replace")
+    return "" if body is None else str(body)
+
+
+def summarize_answer(body: str) -> str:
+    """Return the gist of an error answer on one line: JSON message, HTML title."""
+    title = _HTML_TITLE.search(body)
+    if title:
+        text = title.group("title")
+    elif "<html" in body.lower():
+        text = _HTML_TAG.sub(" ", body)
+    else:
+        text = _error_message(body)
+    return " ".join(text.split())[:SUMMARY_CHARS]
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -10,6 +10,15 @@ A request the server refuses for good (4xx) is split in halves until the
 refused lines are isolated; they go to the dead-letter store with the server's
 reason, and the rest is stored. A "partial write" answer means the server
 already stored the other points, so nothing is sent twice.
+
+A request refused as too large (413, usually from a proxy) teaches the writer
+the server's size limit: it lies between the largest body accepted and the
+smallest refused. Batches are then cut by bytes, in order, into requests below
+it, for this flush and later ones. A point too large to go alone is sent once,
+alone, and kept as a dead letter when that is refused too.
+
+Lines leave the buffer as soon as they are settled (stored or dead-lettered),
+so a shutdown in the middle of a split keeps only what was not written.
 """
 
 from __future__ import annotations
@@ -23,18 +32,74 @@ from gateway.config import InfluxConfig
 from gateway.deadletters import DeadLetterStore
 from gateway.errors import PointsRejected, SinkError
 from gateway.points import escape_measurement, escape_tag
-from gateway.sinks.base import Sink, classify_rejection
+from gateway.sinks.base import (
+    Sink,
+    body_bytes,
+    classify_rejection,
+    summarize_answer,
+)
 from gateway.stats import GatewayStats
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "RequestSizeLimit"]
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
 
 
+class RequestSizeLimit:
+    """What is known of the server's limit on a write body, in bytes.
+
+    The limit lies above `accepted_bytes` (the largest body stored) and below
+    `refused_bytes` (the smallest body refused as too large). A proxy's limit
+    rarely changes, so this is kept for the life of the writer; if it does
+    change, an answer that contradicts what was known replaces it.
+    """
+
+    def __init__(self, configured_bytes: int | None = None) -> None:
+        self.configured_bytes = configured_bytes
+        self.accepted_bytes = 0
+        self.refused_bytes: int | None = None
+
+    def chunk_bytes(self) -> int | None:
+        """Return the largest body to send now, or None when nothing limits it."""
+        limits = [] if self.configured_bytes is None else [self.configured_bytes]
+        if self.refused_bytes is not None:
+            # Send what is known to pass when that is at least half the
+            # smallest refusal; else try half of it, so that each refusal at
+            # least halves what is tried and a flush meets only a few.
+            limits.append(max(self.accepted_bytes, self.refused_bytes // 2))
+        return min(limits) if limits else None
+
+    def note_accepted(self, size: int) -> None:
+        """Remember that a body of `size` bytes was stored."""
+        if self.refused_bytes is not None and size >= self.refused_bytes:
+            self.refused_bytes = None  # the limit went up
+        self.accepted_bytes = max(self.accepted_bytes, size)
+
+    def note_refused(self, size: int) -> None:
+        """Remember that a body of `size` bytes was refused as too large."""
+        if size <= self.accepted_bytes:
+            self.accepted_bytes = 0  # the limit went down
+        if self.refused_bytes is None or size < self.refused_bytes:
+            self.refused_bytes = size
+
+    def describe(self) -> str:
+        """Say what is known of the limit, for an operator."""
+        refused = "unknown" if self.refused_bytes is None else _mb(self.refused_bytes)
+        text = f"< {refused}"
+        if self.accepted_bytes:
+            text += f"; {_mb(self.accepted_bytes)} was accepted"
+        return text
+
+
 class BatchWriter:
-    """Own the point buffer and the one task that writes it to the sink."""
+    """Own the point buffer and the one task that writes it to the sink.
+
+    Args:
+        max_request_bytes: largest write body to send, in bytes; None learns
+            the limit from 413 answers alone.
+    """
 
     def __init__(
         self,
@@ -42,6 +107,7 @@ class BatchWriter:
         config: InfluxConfig,
         stats: GatewayStats,
         dead_letters: DeadLetterStore,
+        max_request_bytes: int | None = None,
     ) -> None:
         self.sink = sink
         self._config = config
@@ -52,6 +118,10 @@ class BatchWriter:
         self._room = asyncio.Condition()
         self._down_since: float | None = None
         self._opened = False
+        if max_request_bytes is None:
+            # Not given by the caller: the configured limit, if any.
+            max_request_bytes = config.max_request_bytes
+        self.size_limit = RequestSizeLimit(max_request_bytes)
         self.ready = asyncio.Event()
 
     @property
@@ -60,7 +130,12 @@ class BatchWriter:
         return len(self._buffer)
 
     async def add(self, lines: list[str]) -> None:
-        """Buffer encoded lines, waiting while the buffer is full."""
+        """Buffer encoded lines, waiting while the buffer is full.
+
+        A message's lines are taken whole once there is room for one more
+        point, so the buffer may exceed max_buffered_points by one message's
+        points less one; splitting a message would store half of it.
+        """
         limit = self._config.max_buffered_points
         if len(self._buffer) >= limit:
             async with self._room:
@@ -91,6 +166,8 @@ class BatchWriter:
 
         Points that cannot be written in time go to the dead-letter store as
         line protocol, so they can be replayed by hand rather than vanish.
+        Those of a request cut short by the time limit may already be stored;
+        replaying them is harmless, as InfluxDB overwrites an identical point.
         """
         if self._buffer and self._opened:
             try:
@@ -101,6 +178,7 @@ class BatchWriter:
                 pass
         left = self._buffer
         self._buffer = []
+        self._stats.points_buffered = 0
         for line in left:
             self._dead_letters.add(
                 "point",
@@ -132,23 +210,37 @@ class BatchWriter:
         self._note_up()
 
     async def _flush_one_batch(self) -> None:
-        batch = self._buffer[: self._config.batch_size]
-        await self._deliver(batch)
-        del self._buffer[: len(batch)]
-        self._stats.points_buffered = len(self._buffer)
-        async with self._room:
-            self._room.notify_all()
+        """Write the oldest batch; each part leaves the buffer once settled."""
+        # Parts still to send, the next one last. Together they are always the
+        # front of the buffer, in order, so settling a part drops a prefix.
+        parts = [self._buffer[: self._config.batch_size]]
+        while parts:
+            part = parts.pop()
+            size = body_bytes(part)
+            chunk_bytes = self.size_limit.chunk_bytes()
+            if len(part) > 1 and chunk_bytes is not None and size > chunk_bytes:
+                # Cut from everything still to send, so no sliver is left
+                # between parts; the rest is cut on its turn, to the limit
+                # known by then.
+                rest = part + [line for later in reversed(parts) for line in later]
+                first, rest = _front_by_bytes(rest, chunk_bytes)
+                parts = [rest, first] if rest else [first]
+                continue
+            refusal = await self._send(part, size)
+            if refusal is None:
+                await self._settle(len(part))
+                continue
+            parts.extend(reversed(await self._handle_rejection(part, size, refusal)))
 
-    async def _deliver(self, lines: list[str]) -> None:
-        """Store `lines`, retrying transient failures; never returns early."""
+    async def _send(self, lines: list[str], size: int) -> PointsRejected | None:
+        """Store `lines`, retrying transient failures; return a refusal for good."""
         delay_s = self._config.retry_min_s
         while True:
             self._stats.write_requests += 1
             try:
                 await self.sink.write(lines)
             except PointsRejected as exc:
-                await self._handle_rejection(lines, exc)
-                return
+                return exc
             except SinkError as exc:
                 self._stats.write_failures += 1
                 self._note_down(exc)
@@ -156,31 +248,61 @@ class BatchWriter:
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
                 continue
             self._stats.points_written += len(lines)
+            self.size_limit.note_accepted(size)
             self._note_up()
-            return
+            return None
 
-    async def _handle_rejection(self, lines: list[str], exc: PointsRejected) -> None:
-        reason, facts = classify_rejection(exc.body)
+    async def _handle_rejection(
+        self, lines: list[str], size: int, exc: PointsRejected
+    ) -> list[list[str]]:
+        """Settle what the refusal decides; return the parts to send instead."""
+        reason, facts = classify_rejection(exc.body, exc.status)
         if "partial write" in exc.body:
             # The server stored every point it could; only the refused ones
             # are lost to it. Resending would duplicate the others.
             self._dead_letter_partial(lines, reason, facts, exc)
-            return
-        if len(lines) == 1:
-            self._stats.points_rejected[reason] += 1
-            self._dead_letters.add("point", reason, exc.body, payload=lines[0])
-            logger.warning(
-                "%s refused a point (%s): %s; kept in %s",
-                self.sink.description,
-                reason,
-                exc.body[:200],
-                self._dead_letters.path,
-            )
-            return
-        # Whole request refused: split it to find the bad lines and keep the rest.
-        middle = len(lines) // 2
-        await self._deliver(lines[:middle])
-        await self._deliver(lines[middle:])
+            await self._settle(len(lines))
+            return []
+        if reason == "too_large":
+            self.size_limit.note_refused(size)
+            if len(lines) > 1:
+                # Sent again in parts below the new limit (see _flush_one_batch).
+                logger.info(
+                    "%s refused %s as too large; sending at most %s per request",
+                    self.sink.description,
+                    _mb(size),
+                    _mb(self.size_limit.chunk_bytes() or 0),
+                )
+                return [lines]
+            # The point's own size: the body also carries its newline.
+            detail = _too_large_detail(size - 1, self.size_limit, exc.body)
+        elif len(lines) > 1:
+            # Whole request refused: halve it to find the bad lines, keep the rest.
+            middle = len(lines) // 2
+            return [lines[:middle], lines[middle:]]
+        else:
+            detail = exc.body
+        self._reject_point(lines[0], reason, detail)
+        await self._settle(1)
+        return []
+
+    async def _settle(self, count: int) -> None:
+        """Drop the first `count` buffered lines, now stored or dead-lettered."""
+        del self._buffer[:count]
+        self._stats.points_buffered = len(self._buffer)
+        async with self._room:
+            self._room.notify_all()
+
+    def _reject_point(self, line: str, reason: str, detail: str) -> None:
+        self._stats.points_rejected[reason] += 1
+        self._dead_letters.add("point", reason, detail, payload=line)
+        logger.warning(
+            "%s refused a point (%s): %s; kept in %s",
+            self.sink.description,
+            reason,
+            summarize_answer(detail),
+            self._dead_letters.path,
+        )
 
     def _dead_letter_partial(
         self, lines: list[str], reason: str, facts: dict[str, str], exc: PointsRejected
@@ -259,6 +381,35 @@ def _field_section(line: str) -> str:
         if index <= 0 or line[index - 1] != "\\":
             return line[index + 1 :] if index > 0 else ""
         index += 1
+
+
+def _front_by_bytes(lines: list[str], chunk_bytes: int) -> tuple[list[str], list[str]]:
+    """Split off the longest front of `lines` whose body fits `chunk_bytes`.
+
+    The front holds at least one line: whether the server takes a line larger
+    than the limit is for the server to say.
+    """
+    total = 0
+    for index, line in enumerate(lines):
+        total += body_bytes([line])
+        if total > chunk_bytes and index > 0:
+            return lines[:index], lines[index:]
+    return lines, []
+
+
+def _too_large_detail(size: int, limit: RequestSizeLimit, body: str) -> str:
+    return (
+        f"point of {_mb(size)} ({size:,} bytes) exceeds the server's request "
+        f"limit ({limit.describe()}); refused alone with HTTP 413: "
+        f"{summarize_answer(body)}"
+    )
+
+
+def _mb(size: int) -> str:
+    """Return a size in decimal megabytes (kilobytes when small), one decimal."""
+    if size < 100_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
 
 
 async def _sleep_jittered(delay_s: float) -> None:

@@ -16,7 +16,7 @@ from influxdb_client.rest import ApiException
 
 from gateway.config import InfluxConfig
 from gateway.errors import PointsRejected, SinkError
-from gateway.sinks.base import describe_failure, refuses_points
+from gateway.sinks.base import answer_text, describe_failure, refuses_points
 
 __all__ = ["InfluxV2Sink"]
 
@@ -56,7 +56,7 @@ class InfluxV2Sink:
             )
         except ApiException as exc:
             status = int(exc.status or 0)
-            body = str(exc.body or exc.reason or "")[:2000]
+            body = answer_text(exc.body or exc.reason)[:2000]
             if refuses_points(status, body):
                 raise PointsRejected(
                     f"{self.description} refused the write: HTTP {status}",

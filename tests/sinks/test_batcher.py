@@ -1,7 +1,8 @@
 """The batch writer's own logic, against a scripted sink (the Sink seam is ours).
 
-Everything that talks to a real InfluxDB lives in test_influx_v1.py and
-tests/test_faults.py; here the sink only says yes, no, or "not reachable".
+Everything that talks to a real InfluxDB lives in test_influx_v1.py,
+test_too_large.py and tests/test_faults.py; here the sink only says yes, no
+(400, 413 or a partial write), or "not reachable".
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ class ScriptedSink:
 class Harness:
     """A BatchWriter over a ScriptedSink, with its counters and dead letters."""
 
-    def __init__(self, sink: ScriptedSink, tmp_path: Path, **influx: Any) -> None:
+    def __init__(
+        self,
+        sink: ScriptedSink,
+        tmp_path: Path,
+        max_request_bytes: int | None = None,
+        **influx: Any,
+    ) -> None:
         self.sink = sink
         self.stats = GatewayStats()
         self.dead_letters = DeadLetterStore(tmp_path / "dead-letters.jsonl", 1_000_000)
@@ -74,7 +81,9 @@ class Harness:
             {"flush_interval_s": 0.05, "retry_min_s": 0.01, "retry_max_s": 0.05}
             | influx
         )
-        self.writer = BatchWriter(sink, config, self.stats, self.dead_letters)
+        self.writer = BatchWriter(
+            sink, config, self.stats, self.dead_letters, max_request_bytes
+        )
 
     def dead(self) -> list[dict[str, Any]]:
         """Return the dead-letter entries written so far."""
@@ -100,8 +109,10 @@ class Harness:
 def harness(tmp_path: Path) -> Callable[..., Harness]:
     """Give a factory of writers over a scripted sink."""
 
-    def make(sink: ScriptedSink, **influx: Any) -> Harness:
-        return Harness(sink, tmp_path, **influx)
+    def make(
+        sink: ScriptedSink, max_request_bytes: int | None = None, **influx: Any
+    ) -> Harness:
+        return Harness(sink, tmp_path, max_request_bytes, **influx)
 
     return make
 
@@ -370,7 +381,8 @@ async def test_batcher_keeps_apart_only_the_quoted_lines_of_a_v1_parse_error(har
     # What InfluxDB 1.6 answers for exactly these lines.
     body = orjson.dumps(
         {
-            "error": "partial write: unable to parse 'm,d=2 v= 2': missing field value\n"
+            "error": "partial write: unable to parse 'm,d=2 v= 2': missing field "
+            "value\n"
             "unable to parse 'm,d=4 v=\"x 4': unbalanced quotes dropped=0"
         }
     ).decode()
@@ -387,3 +399,219 @@ async def test_batcher_keeps_apart_only_the_quoted_lines_of_a_v1_parse_error(har
     assert [entry["payload"] for entry in h.dead()] == [lines[1], lines[3]]
     assert h.stats.points_written == 2
     assert h.stats.points_rejected == {"unparsable_line": 2}
+
+
+def refuse_bodies_over(limit: list[int]) -> Answer:
+    """Answer like a proxy with a body size limit: 413 and an HTML page.
+
+    The limit is a one-item list, so a test can change it between flushes.
+    """
+
+    def answer(lines: list[str]) -> Exception | None:
+        if len(("\n".join(lines) + "\n").encode()) > limit[0]:
+            return PointsRejected("too large", status=413, body=HTML_413)
+        return None
+
+    return answer
+
+
+def body_size(lines: list[str]) -> int:
+    """Return the size of the write body for `lines`, in bytes."""
+    return len(("\n".join(lines) + "\n").encode())
+
+
+def statuses(sink: ScriptedSink, limit_bytes: int) -> list[int]:
+    """Return 413 or 204 for each request the sink saw, by its body size."""
+    return [413 if body_size(r) > limit_bytes else 204 for r in sink.requests]
+
+
+async def test_batcher_cuts_a_413_batch_by_bytes_in_few_requests(harness):
+    """Test that 413 answers teach the limit and the batch is cut by bytes, in order."""
+    limit = [8192]
+    lines = numbered_lines(2000)
+    huge = 'meter,device=d9999 dump="' + "x" * 10_000 + '" 1700000000000009999'
+    lines.insert(1000, huge)
+    h = harness(ScriptedSink(refuse_bodies_over(limit)), batch_size=len(lines))
+
+    async with h.running() as writer:
+        await writer.add(lines)
+        assert await wait_until(lambda: len(h.dead()) == 1 and h.writer.buffered == 0)
+
+    normal = [line for line in lines if line != huge]
+    assert h.sink.stored == normal
+    answers = statuses(h.sink, limit[0])
+    # Each refusal at least halves the size tried; then requests are at least
+    # half the limit, except the last before the huge point and the last one.
+    refusals_bound = math.log2(body_size(lines) / limit[0]) + 2
+    assert answers.count(413) <= refusals_bound
+    assert answers.count(204) <= 2 * body_size(normal) / limit[0] + 2
+    assert h.sink.requests.count([huge]) == 1
+    [entry] = h.dead()
+    assert entry["reason"] == "too_large"
+    assert entry["detail"].startswith(
+        f"point of 10.0 kB ({len(huge):,} bytes) exceeds the server's request limit"
+    )
+    assert h.writer.size_limit.refused_bytes is not None
+    assert h.writer.size_limit.refused_bytes <= len(huge) + 1
+
+
+async def test_batcher_reuses_the_learned_request_limit_on_the_next_flush(harness):
+    """Test that once a 413 taught the limit, later batches are cut before sending."""
+    limit = [8192]
+    first, later = numbered_lines(2000)[:1000], numbered_lines(2000)[1000:]
+    h = harness(ScriptedSink(refuse_bodies_over(limit)), batch_size=1000)
+
+    async with h.running() as writer:
+        await writer.add(first)
+        assert await wait_until(lambda: h.stats.points_written == 1000)
+        learned = len(h.sink.requests)
+        await writer.add(later)
+        assert await wait_until(lambda: h.stats.points_written == 2000)
+
+    assert 413 in statuses(h.sink, limit[0])[:learned]
+    assert 413 not in statuses(h.sink, limit[0])[learned:]
+    assert h.sink.stored == first + later
+    assert h.dead() == []
+
+
+async def test_batcher_cuts_batches_to_max_request_bytes_without_a_413(harness):
+    """Test that a configured max_request_bytes cuts batches before any refusal."""
+    lines = numbered_lines(1000)
+    sink = ScriptedSink(refuse_bodies_over([8192]))
+    h = harness(sink, max_request_bytes=6000, batch_size=1000)
+
+    async with h.running() as writer:
+        await writer.add(lines)
+        assert await wait_until(lambda: h.stats.points_written == 1000)
+
+    assert all(body_size(request) <= 6000 for request in sink.requests)
+    assert len(sink.requests) == math.ceil(body_size(lines) / 6000)
+    assert sink.stored == lines
+
+
+async def test_batcher_relearns_a_request_limit_that_went_down(harness):
+    """Test that a proxy lowering its limit is met by a new, smaller limit."""
+    limit = [8192]
+    lines = numbered_lines(3000)
+    h = harness(ScriptedSink(refuse_bodies_over(limit)), batch_size=1000)
+
+    async with h.running() as writer:
+        await writer.add(lines[:1000])
+        assert await wait_until(lambda: h.stats.points_written == 1000)
+        limit[0] = 2048
+        await writer.add(lines[1000:])
+        assert await wait_until(lambda: h.stats.points_written == 3000)
+
+    assert h.sink.stored == lines
+    assert h.writer.size_limit.accepted_bytes <= 2048
+    assert h.dead() == []
+
+
+async def test_batcher_isolates_bad_lines_and_oversized_points_in_one_batch(harness):
+    """Test that 400 halving and 413 cutting together keep every good line once."""
+    limit = [4096]
+    lines = numbered_lines(400)
+    lines[37] = lines[37].replace(" v=", " bad=")
+    huge = 'meter,device=d9999 dump="' + "x" * 5000 + '" 1700000000000009999'
+    lines.insert(250, huge)
+    too_large = refuse_bodies_over(limit)
+    bad_line = refuse_lines_containing(" bad=")
+
+    def answer(batch: list[str]) -> Exception | None:
+        return too_large(batch) or bad_line(batch)
+
+    h = harness(ScriptedSink(answer), batch_size=len(lines))
+
+    async with h.running() as writer:
+        await writer.add(lines)
+        assert await wait_until(lambda: len(h.dead()) == 2 and h.writer.buffered == 0)
+
+    assert h.sink.stored == [line for line in lines if line not in (huge, lines[37])]
+    assert sorted(entry["reason"] for entry in h.dead()) == [
+        "too_large",
+        "unparsable_line",
+    ]
+    assert h.stats.points_written == len(lines) - 2
+
+
+def hang_after(requests: int, sink: ScriptedSink, answer: Answer) -> Answer:
+    """Answer as `answer`, then stop answering once `requests` were answered."""
+
+    def hanging(lines: list[str]) -> Exception | None:
+        if len(sink.requests) >= requests:
+            sink.answering.clear()
+        return answer(lines)
+
+    return hanging
+
+
+async def test_batcher_flush_remaining_dead_letters_only_unwritten_lines_mid_split(
+    harness,
+):
+    """Test that a shutdown timeout mid-split dead-letters only unwritten lines."""
+    lines = numbered_lines(16)
+    lines[2] = lines[2].replace(" v=", " bad=")
+    sink = ScriptedSink()
+    # [0:16] 400, [0:8] 400, [0:4] 400, [0:2] ok, [2:4] 400, [2] 400, [3] ok,
+    # then [4:8] never answered.
+    sink.answer = hang_after(7, sink, refuse_lines_containing(" bad="))
+    h = harness(sink, batch_size=16, flush_interval_s=60)
+    async with h.running():
+        pass
+    await h.writer.add(lines)
+
+    left = await h.writer.flush_remaining(timeout_s=0.5)
+    h.dead_letters.close()
+
+    assert len(sink.requests) == 8
+    assert sink.stored == [lines[0], lines[1], lines[3]]
+    assert left == 12
+    dead = [(entry["reason"], entry["payload"]) for entry in h.dead()]
+    assert dead == [("unparsable_line", lines[2])] + [
+        ("unwritten_at_shutdown", line) for line in lines[4:]
+    ]
+
+
+async def test_batcher_flush_remaining_resumes_a_split_cut_short_by_cancel(harness):
+    """Test that shutdown resends only the lines a cancelled split had not settled."""
+    lines = numbered_lines(16)
+    lines[2] = lines[2].replace(" v=", " bad=")
+    sink = ScriptedSink()
+    sink.answer = hang_after(7, sink, refuse_lines_containing(" bad="))
+    h = harness(sink, batch_size=16)
+
+    async with h.running() as writer:
+        await writer.add(lines)
+        assert await wait_until(lambda: len(sink.requests) == 8)
+    assert h.writer.buffered == 12
+    sink.answer = refuse_lines_containing(" bad=")
+    sink.answering.set()
+
+    left = await h.writer.flush_remaining(timeout_s=5)
+    h.dead_letters.close()
+
+    assert left == 0
+    assert sink.requests[8:] == [lines[4:]]
+    # lines[4:8] were in flight when cancelled: whether the server kept them is
+    # unknown, so they are sent again (InfluxDB overwrites identical points).
+    assert sink.stored == [lines[0], lines[1], lines[3]] + lines[4:]
+    assert [entry["payload"] for entry in h.dead()] == [lines[2]]
+
+
+async def test_batcher_add_overshoots_max_buffered_points_by_less_than_one_message(
+    harness,
+):
+    """Test that add() takes a message whole once there is room for one point."""
+    sink = ScriptedSink()
+    h = harness(sink, batch_size=100, max_buffered_points=10, flush_interval_s=60)
+    lines = numbered_lines(20)
+
+    await h.writer.add(lines[:9])
+    await h.writer.add(lines[9:14])
+    assert h.writer.buffered == 14
+    late = asyncio.create_task(h.writer.add(lines[14:]))
+    await asyncio.sleep(0.1)
+
+    assert not late.done()
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
