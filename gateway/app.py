@@ -14,7 +14,11 @@ import string
 from collections.abc import Awaitable, Callable
 
 from gateway.config import GatewayConfig
-from gateway.deadletters import DeadLetterStore
+from gateway.deadletters import (
+    QUIET_FIELD_REASONS,
+    DeadLetterPublisher,
+    DeadLetterStore,
+)
 from gateway.decoding import FieldReject, Route, TopicTemplate
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
@@ -32,7 +36,7 @@ logger = logging.getLogger(__name__)
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 MAX_LOGGED_PAYLOAD_BYTES = 200
-QUIET_FIELD_REASONS = frozenset({"null_value"})
+NO_DECODER = "none"
 # One line per topic, field and reason a minute: a device that sends NaN every
 # second must not fill the log; the counters and dead letters keep the volume.
 field_warnings = RateLimitedLogger(logger, interval_s=60.0)
@@ -47,9 +51,8 @@ class Gateway:
         self.config = config
         self.routes = build_routes(config, source)
         self.stats = GatewayStats()
-        self.dead_letters = DeadLetterStore(
-            config.dead_letters.path, config.dead_letters.max_bytes
-        )
+        dead = config.dead_letters
+        self.dead_letters = DeadLetterStore(dead.path, dead.max_bytes, dead.max_files)
         self.writer = BatchWriter(
             sink or make_sink(config.influx),
             config.influx,
@@ -61,6 +64,13 @@ class Gateway:
             [(route.topic_filter, route.qos) for route in self.routes],
             self.handle_message,
         )
+        if dead.topic_prefix:
+            self.dead_letters.publisher = DeadLetterPublisher(
+                dead.topic_prefix,
+                dead.publish_rate_per_s,
+                dead.publish_burst,
+                self._publish_dead_letter,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is buffered and close."""
@@ -68,9 +78,12 @@ class Gateway:
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
             asyncio.create_task(_supervise(mqtt_name, self.subscriber.run)),
+            asyncio.create_task(_supervise("deadletters.write", self.dead_letters.run)),
         ]
-        tasks[0].set_name("influx.write")
-        tasks[1].set_name(mqtt_name)
+        for task, name in zip(
+            tasks, ("influx.write", mqtt_name, "deadletters.write"), strict=True
+        ):
+            task.set_name(name)
         try:
             await stop.wait()
         finally:
@@ -82,7 +95,16 @@ class Gateway:
             await asyncio.gather(tasks[0], return_exceptions=True)
             await self.writer.flush_remaining()
             await self.writer.sink.close()
-            self.dead_letters.close()
+            # Last: the writer's unwritten points are dead letters too.
+            tasks[2].cancel()
+            await asyncio.gather(tasks[2], return_exceptions=True)
+            await self.dead_letters.aclose()
+            if self.dead_letters.entries_written:
+                logger.info(
+                    "Kept %d dead letters in %s (see: decor deadletter list)",
+                    self.dead_letters.entries_written,
+                    self.dead_letters.path,
+                )
             logger.info(
                 "Stopped after %d messages, %d points written",
                 self.stats.messages_received,
@@ -92,22 +114,22 @@ class Gateway:
     async def handle_message(self, message: MqttMessage) -> None:
         """Decode one message and buffer its points; record whatever is refused."""
         self.stats.messages_received += 1
+        route = self._route_for(message.topic)
         try:
-            lines = self._decode(message)
+            lines = self._decode(message, route)
         except Exception as exc:
             # A decoder bug must not lose the message: the broker has it
             # acknowledged once we return, so keep it with the error.
             logger.exception("Decoding a message from %r failed", message.topic)
             self._reject_message(
-                message, "decoder_error", f"{type(exc).__name__}: {exc}"
+                message, route, "decoder_error", f"{type(exc).__name__}: {exc}"
             )
             return
         if lines:
             self.stats.points_decoded += len(lines)
             await self.writer.add(lines)
 
-    def _decode(self, message: MqttMessage) -> list[str]:
-        route = self._route_for(message.topic)
+    def _decode(self, message: MqttMessage, route: Route | None) -> list[str]:
         if route is not None and route.excludes(message.topic):
             self.stats.messages_excluded += 1
             return []
@@ -118,7 +140,7 @@ class Gateway:
                 )
             decoded = route.decode(message)
         except PayloadError as exc:
-            self._reject_message(message, exc.reason, exc.detail)
+            self._reject_message(message, route, exc.reason, exc.detail)
             return []
 
         lines: list[str] = []
@@ -126,32 +148,38 @@ class Gateway:
             try:
                 lines.append(encode_line(point))
             except ValueError as exc:
-                self._reject_message(message, "unencodable_point", str(exc))
-        for rejected in decoded.rejected_fields:
-            self._reject_field(message, rejected)
+                self._reject_message(message, route, "unencodable_point", str(exc))
+        if decoded.rejected_fields:
+            self._reject_fields(message, route, decoded.rejected_fields)
         for outgoing in decoded.outgoing:
             self.subscriber.publish(outgoing.topic, outgoing.payload, outgoing.qos)
         return lines
 
-    def _reject_field(self, message: MqttMessage, rejected: FieldReject) -> None:
-        self.stats.fields_rejected[rejected.reason] += 1
-        self.dead_letters.add(
-            "field",
-            rejected.reason,
-            f"{rejected.field}: {rejected.detail}",
-            topic=message.topic,
-            payload=message.payload,
+    def _reject_fields(
+        self, message: MqttMessage, route: Route, rejected: list[FieldReject]
+    ) -> None:
+        # One dead letter per message, listing every value left out of it: the
+        # payload is kept once, and a replay restores the values together.
+        first = rejected[0]
+        self.dead_letters.add_message(
+            message,
+            first.reason,
+            "; ".join(f"{r.field}: {r.detail}" for r in rejected),
+            decoder=route.decoder.name,
+            fields=rejected,
         )
-        # A null is how firmware says "no reading now": normal, not news.
-        if rejected.reason in QUIET_FIELD_REASONS:
-            return
-        field_warnings.warning(
-            (message.topic, rejected.field, rejected.reason),
-            "Left out field %r of a message on %r: %s",
-            rejected.field,
-            message.topic,
-            rejected.detail,
-        )
+        for reject in rejected:
+            self.stats.fields_rejected[reject.reason] += 1
+            # A null is how firmware says "no reading now": normal, not news.
+            if reject.reason in QUIET_FIELD_REASONS:
+                continue
+            field_warnings.warning(
+                (message.topic, reject.field, reject.reason),
+                "Left out field %r of a message on %r: %s",
+                reject.field,
+                message.topic,
+                reject.detail,
+            )
 
     def _route_for(self, topic: str) -> Route | None:
         for route in self.routes:
@@ -159,10 +187,15 @@ class Gateway:
                 return route
         return None
 
-    def _reject_message(self, message: MqttMessage, reason: str, detail: str) -> None:
+    def _reject_message(
+        self, message: MqttMessage, route: Route | None, reason: str, detail: str
+    ) -> None:
         self.stats.messages_rejected[reason] += 1
-        self.dead_letters.add(
-            "message", reason, detail, topic=message.topic, payload=message.payload
+        self.dead_letters.add_message(
+            message,
+            reason,
+            detail,
+            decoder=route.decoder.name if route is not None else NO_DECODER,
         )
         logger.debug(
             "Rejected message on %r (%s: %s): %r",
@@ -171,6 +204,13 @@ class Gateway:
             detail,
             message.payload[:MAX_LOGGED_PAYLOAD_BYTES],
         )
+
+    def _publish_dead_letter(self, topic: str, payload: bytes) -> bool:
+        # While the broker is away the entry stays on disk only; checking first
+        # spares a warning per dead letter.
+        if not self.subscriber.connected.is_set():
+            return False
+        return self.subscriber.publish(topic, payload, 0)
 
 
 def build_routes(config: GatewayConfig, source: str = "") -> list[Route]:
