@@ -19,15 +19,16 @@ from gateway.deadletters import (
     DeadLetterPublisher,
     DeadLetterStore,
 )
-from gateway.decoding import FieldReject, Route, TopicTemplate
+from gateway.decoding import Decoded, FieldReject, Route, TopicTemplate
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
 from gateway.logutil import RateLimitedLogger
-from gateway.points import encode_line
+from gateway.points import Point, encode_line
 from gateway.sinks import BatchWriter, Sink, make_sink
 from gateway.sources import MqttMessage, MqttSubscriber
 from gateway.stats import GatewayStats
+from gateway.validation import QualityChecker, load_quality_profiles
 
 __all__ = ["Gateway", "build_routes"]
 
@@ -40,6 +41,7 @@ NO_DECODER = "none"
 # One line per topic, field and reason a minute: a device that sends NaN every
 # second must not fill the log; the counters and dead letters keep the volume.
 field_warnings = RateLimitedLogger(logger, interval_s=60.0)
+message_warnings = RateLimitedLogger(logger, interval_s=60.0)
 
 
 class Gateway:
@@ -50,6 +52,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.routes = build_routes(config, source)
+        self.quality = _quality_checker(config, source)
         self.stats = GatewayStats()
         dead = config.dead_letters
         self.dead_letters = DeadLetterStore(dead.path, dead.max_bytes, dead.max_files)
@@ -114,9 +117,14 @@ class Gateway:
     async def handle_message(self, message: MqttMessage) -> None:
         """Decode one message and buffer its points; record whatever is refused."""
         self.stats.messages_received += 1
-        route = self._route_for(message.topic)
+        index, route, excluded = self._route_for(message.topic)
+        if route is not None and _is_extra_copy(message, index):
+            # The broker sends one copy per matching subscription; the copy
+            # for the route that takes the message is the one we keep.
+            self.stats.messages_duplicate += 1
+            return
         try:
-            lines = self._decode(message, route)
+            lines = self._decode(message, route, excluded)
         except Exception as exc:
             # A decoder bug must not lose the message: the broker has it
             # acknowledged once we return, so keep it with the error.
@@ -129,8 +137,10 @@ class Gateway:
             self.stats.points_decoded += len(lines)
             await self.writer.add(lines)
 
-    def _decode(self, message: MqttMessage, route: Route | None) -> list[str]:
-        if route is not None and route.excludes(message.topic):
+    def _decode(
+        self, message: MqttMessage, route: Route | None, excluded: bool
+    ) -> list[str]:
+        if excluded:
             self.stats.messages_excluded += 1
             return []
         try:
@@ -142,9 +152,13 @@ class Gateway:
         except PayloadError as exc:
             self._reject_message(message, route, exc.reason, exc.detail)
             return []
+        if not (decoded.points or decoded.rejected_fields or decoded.outgoing):
+            # Availability, LWT and event messages: routine, not readings.
+            self.stats.messages_not_telemetry += 1
+            return []
 
         lines: list[str] = []
-        for point in decoded.points:
+        for point in self._checked_points(message, route, decoded):
             try:
                 lines.append(encode_line(point))
             except ValueError as exc:
@@ -181,11 +195,44 @@ class Gateway:
                 reject.detail,
             )
 
-    def _route_for(self, topic: str) -> Route | None:
-        for route in self.routes:
+    def _checked_points(
+        self, message: MqttMessage, route: Route, decoded: Decoded
+    ) -> list[Point]:
+        """Drop replayed retained readings, then apply the quality checks."""
+        points = decoded.points
+        if message.retain:
+            # A retained message without its own time is the device's last
+            # reading again (sent at every subscribe): storing it would add a
+            # reading at a time it was never taken.
+            fresh = [p for p in points if p.time_ns != message.received_ns]
+            self.stats.retained_skipped += len(points) - len(fresh)
+            points = fresh
+        if self.quality is None:
+            return points
+        checked_points = []
+        for point in points:
+            checked = self.quality.check(point, message.received_ns)
+            if checked.rejected_fields:
+                decoded.rejected_fields.extend(checked.rejected_fields)
+            for flag in checked.flags:
+                self.stats.readings_flagged[flag] += 1
+            if checked.point is not None:
+                checked_points.append(checked.point)
+        return checked_points
+
+    def _route_for(self, topic: str) -> tuple[int, Route | None, bool]:
+        """Return the first route that takes `topic`, its index, and whether
+        the topic was excluded by every route whose filter covers it.
+
+        A route whose exclude_topics cover the topic passes it on to the next.
+        """
+        excluded = False
+        for index, route in enumerate(self.routes):
             if route.accepts(topic):
-                return route
-        return None
+                if not route.excludes(topic):
+                    return index, route, False
+                excluded = True
+        return -1, None, excluded
 
     def _reject_message(
         self, message: MqttMessage, route: Route | None, reason: str, detail: str
@@ -197,11 +244,18 @@ class Gateway:
             detail,
             decoder=route.decoder.name if route is not None else NO_DECODER,
         )
-        logger.debug(
-            "Rejected message on %r (%s: %s): %r",
+        # One line per topic and reason a minute says what is wrong; the
+        # counters and the dead-letter store carry the volume.
+        message_warnings.warning(
+            (message.topic, reason),
+            "Rejected a message on %r (%s): %s",
             message.topic,
             reason,
             detail,
+        )
+        logger.debug(
+            "Rejected payload on %r: %r",
+            message.topic,
             message.payload[:MAX_LOGGED_PAYLOAD_BYTES],
         )
 
@@ -211,6 +265,32 @@ class Gateway:
         if not self.subscriber.connected.is_set():
             return False
         return self.subscriber.publish(topic, payload, 0)
+
+
+def _is_extra_copy(message: MqttMessage, route_index: int) -> bool:
+    """Tell whether this copy was sent for a subscription other than the route's."""
+    return bool(message.subscription_ids) and (
+        route_index + 1 not in message.subscription_ids
+    )
+
+
+def _quality_checker(config: GatewayConfig, source: str) -> QualityChecker | None:
+    quality = config.quality
+    if not quality.enabled:
+        return None
+    profiles = load_quality_profiles(quality.profiles_dir, source)
+    try:
+        return QualityChecker(
+            profiles,
+            profile_tag=quality.profile_tag,
+            device_tag=quality.device_tag,
+            max_clock_skew_s=quality.max_clock_skew_s,
+            late_reading_time=quality.late_reading_time,
+            max_tracked_devices=quality.max_tracked_devices,
+        )
+    except ValueError as exc:
+        # A profile field named like one of the flag fields.
+        raise ConfigError(str(exc), key="quality.profiles_dir", source=source) from None
 
 
 def build_routes(config: GatewayConfig, source: str = "") -> list[Route]:

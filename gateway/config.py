@@ -5,19 +5,39 @@ variable named ``DECOR_`` + the key path in capitals, levels joined by ``__``:
 ``DECOR_MQTT__HOST=broker.local`` sets ``[mqtt] host``. Values from the
 environment are parsed as TOML values where they parse (``1883``, ``true``,
 ``["a", "b"]``) and taken as plain strings otherwise; a key that holds text
-(a password, a client id, ``protocol``) takes the value as written, so
-``DECOR_MQTT__PASSWORD=12345678`` stays a string.
+(a password, a client id, ``protocol``, a tag value) takes the value as
+written, so ``DECOR_MQTT__PASSWORD=12345678`` stays a string.
+
+Validation refuses, before anything connects, what would otherwise fail at
+run time: topic filters the broker refuses, names InfluxDB refuses, a
+template whose placeholders cannot be filled, backoffs whose first delay
+exceeds the longest. Each message names the key, the value and what was
+expected.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
+import re
+import socket
+import string
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeGuard,
+    Union,
+    get_args,
+    get_origin,
+)
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -32,12 +52,16 @@ from pydantic.fields import FieldInfo
 
 from gateway.errors import ConfigError
 
+if TYPE_CHECKING:
+    from gateway.decoding.topics import TopicTemplate
+
 __all__ = [
     "DeadLetterConfig",
     "DecodingConfig",
     "GatewayConfig",
     "InfluxConfig",
     "MqttConfig",
+    "QualityConfig",
     "SubscriptionConfig",
     "TlsConfig",
     "load_config",
@@ -45,6 +69,16 @@ __all__ = [
 
 ENV_PREFIX = "DECOR_"
 ENV_SEPARATOR = "__"
+# Longest delay or interval a key accepts: a longer one is a typo, not a plan.
+MAX_DELAY_S = 3600.0
+# MQTT 5 carries the session expiry in four bytes; the largest means "never".
+MAX_SESSION_EXPIRY_S = 2**32 - 1
+MAX_TOPIC_BYTES = 65_535
+DEFAULT_CLIENT_ID = "decor-gateway"
+MAX_CLIENT_ID_CHARS = 64
+SHARE_PREFIX = "$share/"
+# InfluxDB refuses a tag key or field key named "time".
+RESERVED_NAME = "time"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Payload formats a subscription can name; "auto" picks one per message where
@@ -66,11 +100,27 @@ PayloadFormat = Literal[
 ]
 FieldType = Literal["float", "integer", "unsigned", "boolean", "string"]
 PositiveSeconds = Annotated[float, Field(gt=0)]
+DelaySeconds = Annotated[float, Field(gt=0, le=MAX_DELAY_S)]
+_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_CLIENT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
 class _Section(BaseModel):
     # Unknown keys are errors: a misspelled key must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML can write inf and nan; no delay, interval or rate means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _Invalid(ValueError):
+    """A refusal whose message already names the value.
+
+    `key` continues the key path pydantic reports, so that a check of a
+    whole section or list can blame one key or element.
+    """
+
+    def __init__(self, message: str, *key: str | int) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class TlsConfig(_Section):
@@ -85,17 +135,31 @@ class TlsConfig(_Section):
     )
 
 
+def _default_client_id() -> str:
+    """Return decor-gateway-<host name>: stable on one host, distinct across hosts."""
+    host = _CLIENT_ID_UNSAFE.sub("-", socket.gethostname()).strip("-")
+    client_id = f"{DEFAULT_CLIENT_ID}-{host}" if host else DEFAULT_CLIENT_ID
+    if len(client_id) > MAX_CLIENT_ID_CHARS:
+        # Cut long names, keeping a digest of the whole so hosts stay apart.
+        digest = hashlib.sha256(host.encode()).hexdigest()[:8]
+        client_id = f"{client_id[: MAX_CLIENT_ID_CHARS - 9].rstrip('-')}-{digest}"
+    return client_id
+
+
 class MqttConfig(_Section):
     """The broker the gateway reads telemetry from."""
 
     host: str = Field("127.0.0.1", min_length=1, description="Broker host name")
     port: Port = Field(1883, description="Broker TCP port")
-    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description='MQTT protocol version: "5" or "3.1.1"'
+    )
     client_id: str = Field(
-        "decor-gateway",
+        default_factory=_default_client_id,
         min_length=1,
-        max_length=64,
-        description="Stable client id, so the broker can keep this gateway's session",
+        max_length=MAX_CLIENT_ID_CHARS,
+        description="Client id, stable and unique per gateway process: the broker "
+        "keeps the session under it; default decor-gateway-<host name>",
     )
     username: str | None = Field(None, description="Broker user name")
     password: str | None = Field(None, description="Broker password", repr=False)
@@ -103,18 +167,38 @@ class MqttConfig(_Section):
         30, description="Keepalive interval, seconds"
     )
     clean_start: bool = Field(
-        True, description="Start a fresh session at each connect (MQTT 5 clean start)"
+        False,
+        description="Start a fresh session at each connect (MQTT 5 clean start, "
+        "3.1.1 clean session); false: the broker keeps QoS 1 readings for us "
+        "while the gateway is away",
     )
-    session_expiry_s: Annotated[int, Field(ge=0)] = Field(
-        0, description="How long the broker keeps the session after a disconnect, s"
+    session_expiry_s: Annotated[int, Field(ge=0, le=MAX_SESSION_EXPIRY_S)] = Field(
+        3600,
+        description="MQTT 5: how long the broker keeps the session, and the "
+        "readings queued in it, after a disconnect, s (4294967295: forever)",
     )
-    reconnect_min_s: PositiveSeconds = Field(
+    reconnect_min_s: DelaySeconds = Field(
         1.0, description="First reconnect delay, seconds"
     )
-    reconnect_max_s: PositiveSeconds = Field(
+    reconnect_max_s: DelaySeconds = Field(
         60.0, description="Longest reconnect delay, seconds"
     )
     tls: TlsConfig = TlsConfig()
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        # TOML reads protocol = 5 as a number; 3.1.1 cannot be one.
+        if type(value) is int and value == 5:
+            return "5"
+        if value in ("5", "3.1.1"):
+            return value
+        raise _Invalid(f'must be "5" or "3.1.1", got {value!r}{_protocol_hint(value)}')
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> MqttConfig:
+        _check_order(self, "reconnect_min_s", "reconnect_max_s")
+        return self
 
 
 class SubscriptionConfig(_Section):
@@ -122,7 +206,9 @@ class SubscriptionConfig(_Section):
 
     topic: str = Field(
         "",
-        description="MQTT topic filter; derived from topic_template when empty",
+        description="MQTT topic filter, $share/<group>/<filter> for a shared "
+        "subscription; derived from topic_template when empty, else it must cover "
+        "or narrow the template's filter",
     )
     qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS")
     exclude_topics: list[str] = Field(
@@ -180,10 +266,55 @@ class SubscriptionConfig(_Section):
 
     _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: _zone(v)))
 
+    @field_validator("topic")
+    @classmethod
+    def _topic_is_a_filter(cls, value: str) -> str:
+        # Empty: the filter is derived from topic_template.
+        if value:
+            _check_filter(value, shared=True)
+        return value
+
+    @field_validator("exclude_topics")
+    @classmethod
+    def _excludes_are_filters(cls, value: list[str]) -> list[str]:
+        for index, topic_filter in enumerate(value):
+            _check_filter(topic_filter, shared=False, key=index)
+        return value
+
+    @field_validator("topic_template")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        if value:
+            _parse_template(value)
+        return value
+
+    @field_validator("tags", "payload_tags")
+    @classmethod
+    def _tag_keys_storable(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key == RESERVED_NAME:
+                raise _Invalid(
+                    f"tag key {key!r} is reserved by InfluxDB, which would refuse "
+                    "every point; rename the tag"
+                )
+            if not key:
+                raise _Invalid(
+                    "tag key '' is empty, which InfluxDB refuses in every point; "
+                    "name the tag"
+                )
+        return value
+
     @model_validator(mode="after")
-    def _topic_or_template(self) -> SubscriptionConfig:
+    def _parts_agree(self) -> SubscriptionConfig:
         if not self.topic and not self.topic_template:
-            raise ValueError("needs a topic or a topic_template")
+            raise _Invalid("needs a topic or a topic_template")
+        names: tuple[str, ...] = ()
+        if self.topic_template:
+            template = _parse_template(self.topic_template)
+            names = template.tag_names
+            _check_topic_covers(self.topic, self.topic_template, template.topic_filter)
+        _check_name_template(self.measurement, names, "measurement")
+        _check_name_template(self.field, names, "field")
         return self
 
 
@@ -212,14 +343,61 @@ class DecodingConfig(_Section):
     )
 
 
+class QualityConfig(_Section):
+    """Checks of readings against device profiles."""
+
+    enabled: bool = Field(
+        True,
+        description="Refuse impossible values and flag suspect ones for device "
+        "types that have a profile",
+    )
+    profiles_dir: Path | None = Field(
+        None,
+        description="Directory of extra *.toml device profiles; one naming a "
+        "shipped device type replaces it",
+    )
+    profile_tag: str = Field(
+        "device_type",
+        min_length=1,
+        description="Tag whose value names a point's profile; points without it "
+        "are matched by measurement",
+    )
+    device_tag: str = Field(
+        "device_id",
+        min_length=1,
+        description="Tag that tells devices apart for the spike, rate and "
+        "flatline checks",
+    )
+    max_clock_skew_s: PositiveSeconds = Field(
+        300.0,
+        description="How far a reading's time may be from its receive time, "
+        "seconds, before it is flagged clock; a profile's max_clock_skew_s "
+        "overrides",
+    )
+    late_reading_time: Literal["device", "receive"] = Field(
+        "device",
+        description="Where a reading more than max_clock_skew_s behind is stored: "
+        "its device time (right for late deliveries) or the receive time (right "
+        "for slow clocks); readings ahead always go to the receive time",
+    )
+    max_tracked_devices: Annotated[int, Field(ge=1)] = Field(
+        10_000,
+        description="Devices whose recent readings are remembered; the least "
+        "recently heard from is forgotten first",
+    )
+
+
 class InfluxConfig(_Section):
     """Where points are written, and how they are batched."""
 
-    url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
+    url: str = Field(
+        "http://127.0.0.1:8086",
+        description="InfluxDB base URL: http:// or https://, a host, a port",
+    )
     api: Literal["auto", "v1", "v2"] = Field(
         "auto", description="Write API; auto asks the server's /ping"
     )
-    database: str = Field("decor", description="v1: database")
+    database: str = Field("decor", description="v1 and auto: database")
     retention_policy: str = Field(
         "", description="v1: retention policy; default RP if empty"
     )
@@ -232,7 +410,7 @@ class InfluxConfig(_Section):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         5000, description="Flush when this many points are buffered"
     )
-    flush_interval_s: PositiveSeconds = Field(
+    flush_interval_s: DelaySeconds = Field(
         1.0, description="Flush at least this often, seconds"
     )
     max_buffered_points: Annotated[int, Field(ge=1)] = Field(
@@ -244,11 +422,27 @@ class InfluxConfig(_Section):
         description="Largest write request body, bytes; batches are cut below "
         "it. Unset: learned from the server's 413 answers",
     )
-    timeout_s: PositiveSeconds = Field(10.0, description="HTTP timeout of one write, s")
-    retry_min_s: PositiveSeconds = Field(0.5, description="First retry delay, seconds")
-    retry_max_s: PositiveSeconds = Field(
-        30.0, description="Longest retry delay, seconds"
-    )
+    timeout_s: DelaySeconds = Field(10.0, description="HTTP timeout of one write, s")
+    retry_min_s: DelaySeconds = Field(0.5, description="First retry delay, seconds")
+    retry_max_s: DelaySeconds = Field(30.0, description="Longest retry delay, seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _url_reaches_a_host(cls, value: str) -> str:
+        _check_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _destination_named(self) -> InfluxConfig:
+        # auto may find a 1.x server, which needs the database.
+        if self.api in ("v1", "auto") and not self.database:
+            raise _Invalid(
+                f"must name a database when api is {self.api!r}, got ''", "database"
+            )
+        if self.api == "v2" and not self.bucket:
+            raise _Invalid("must name a bucket when api is 'v2', got ''", "bucket")
+        _check_order(self, "retry_min_s", "retry_max_s")
+        return self
 
 
 class DeadLetterConfig(_Section):
@@ -299,9 +493,11 @@ class GatewayConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level"
     )
-    mqtt: MqttConfig = MqttConfig()
+    # Built when a config is, not at import: their checks use helpers below.
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     decoding: DecodingConfig = DecodingConfig()
-    influx: InfluxConfig = InfluxConfig()
+    quality: QualityConfig = QualityConfig()
+    influx: InfluxConfig = Field(default_factory=InfluxConfig)
     dead_letters: DeadLetterConfig = DeadLetterConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
@@ -314,10 +510,201 @@ def _zone(name: str) -> str:
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
+            raise _Invalid(
                 f"unknown time zone {name!r} (use an IANA name such as Asia/Jakarta)"
             ) from None
     return name
+
+
+def _protocol_hint(value: object) -> str:
+    # MQTT 3.1.1 is protocol level 4 on the wire, hence "4".
+    text = str(value).lower().removeprefix("mqtt").lstrip("v ")
+    if text in ("3", "3.1", "311", "3.1.1", "4"):
+        return ' (did you mean "3.1.1"?)'
+    if text in ("5", "5.0", "50"):
+        return ' (did you mean "5"?)'
+    return ""
+
+
+def _check_order(section: BaseModel, low: str, high: str) -> None:
+    """Refuse a first delay longer than the longest one."""
+    low_s, high_s = getattr(section, low), getattr(section, high)
+    if low_s > high_s:
+        raise _Invalid(f"must not exceed {high} ({high_s}), got {low_s}", low)
+
+
+def _check_filter(text: str, *, shared: bool, key: int | None = None) -> None:
+    """Refuse what a broker refuses as a topic filter, naming the rule broken."""
+    where = () if key is None else (key,)
+    problem = _filter_problem(text, shared)
+    if problem:
+        raise _Invalid(
+            f"not a valid MQTT topic filter: {problem}, got {text!r}", *where
+        )
+
+
+def _filter_problem(text: str, shared: bool) -> str | None:
+    if text.startswith(SHARE_PREFIX):
+        if not shared:
+            return "$share/ is for subscribing; here topics are matched"
+        group, _, text = text[len(SHARE_PREFIX) :].partition("/")
+        if not group or "+" in group or "#" in group:
+            return "$share/<group>/<filter> needs a group name without + or #"
+        if not text:
+            return "$share/<group>/<filter> needs a filter after the group"
+    if not text:
+        return "it is empty"
+    if "\0" in text:
+        return "it holds a NUL character"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        return f"it is longer than {MAX_TOPIC_BYTES} bytes"
+    levels = text.split("/")
+    if "#" in text and (levels[-1] != "#" or text.count("#") > 1):
+        return "# may only be the whole last level (city/#)"
+    if any("+" in level and level != "+" for level in levels):
+        return "+ may only be a whole level (city/+/telemetry)"
+    return None
+
+
+def _parse_template(text: str) -> TopicTemplate:
+    """Compile a topic template, refusing what gives no filter or no tag."""
+    # Imported here: gateway.decoding imports this module.
+    from gateway.decoding.topics import TopicTemplate
+
+    try:
+        template = TopicTemplate.parse(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    if RESERVED_NAME in template.tag_names:
+        raise _Invalid(
+            f"level {{{RESERVED_NAME}}} of topic template {text!r} names a tag "
+            f"{RESERVED_NAME!r}, which InfluxDB refuses; use another name"
+        )
+    problem = _filter_problem(template.topic_filter, shared=False)
+    if problem:
+        raise _Invalid(
+            f"topic template {text!r} gives topic filter "
+            f"{template.topic_filter!r}, which is not valid: {problem}"
+        )
+    return template
+
+
+def _check_topic_covers(topic: str, template: str, template_filter: str) -> None:
+    """Refuse a topic and a template that describe different topics.
+
+    Either the topic delivers every topic the template fits (extra ones are
+    rejected as unmatched_topic, or left out by exclude_topics), or the topic
+    narrows the template (every message fits). Anything else is a mistake.
+    """
+    if not topic:
+        return
+    topic_filter = topic
+    if topic.startswith(SHARE_PREFIX):
+        topic_filter = topic[len(SHARE_PREFIX) :].partition("/")[2]
+    if _covers(topic_filter, template_filter) or _covers(template_filter, topic_filter):
+        return
+    raise _Invalid(
+        f"topic {topic!r} and topic_template {template!r} (filter "
+        f"{template_filter!r}) describe different topics, and a message must fit "
+        f"both to be stored; make topic cover {template_filter!r} or leave it empty",
+        "topic",
+    )
+
+
+def _covers(outer: str, inner: str) -> bool:
+    """Tell whether every topic filter `inner` matches, `outer` matches too."""
+    outer_levels, inner_levels = outer.split("/"), inner.split("/")
+    # A leading wildcard never matches a topic starting with $ (MQTT 4.7.2).
+    if outer_levels[0] in ("+", "#") and inner_levels[0].startswith("$"):
+        return False
+    for index, level in enumerate(outer_levels):
+        if level == "#":
+            return True
+        if index >= len(inner_levels) or inner_levels[index] == "#":
+            return False
+        if level not in ("+", inner_levels[index]):
+            return False
+    return len(outer_levels) == len(inner_levels)
+
+
+def _check_name_template(text: str, names: tuple[str, ...], option: str) -> None:
+    """Refuse a measurement or field name that no topic could make storable."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        raise _Invalid(
+            f"{text!r} has an unbalanced {{ or }}: write {{name}} for a topic level "
+            "and {{ or }} for a literal brace",
+            option,
+        ) from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if not _PLACEHOLDER.match(name) or spec or conversion:
+            raise _Invalid(
+                f"{text!r} may only use plain {{name}} placeholders, got "
+                f"{{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}}",
+                option,
+            )
+        if name not in names:
+            raise _Invalid(
+                f"uses {{{name}}}, which the topic template does not capture"
+                f" (captures: {', '.join(sorted(names)) or 'nothing'})",
+                option,
+            )
+    _check_fixed_name(text, option)
+
+
+def _check_fixed_name(text: str, option: str) -> None:
+    # InfluxDB skips leading tabs and NULs, then reads a line starting with #
+    # as a comment, and refuses a field named time.
+    if option == "measurement" and text.lstrip("\t\0").startswith("#"):
+        raise _Invalid(
+            f"{text!r} starts with #, which InfluxDB reads as a comment line, "
+            "dropping every point",
+            option,
+        )
+    if option == "field" and text == RESERVED_NAME:
+        raise _Invalid(
+            f"{text!r} is reserved by InfluxDB, which would drop every value; "
+            "use another field name",
+            option,
+        )
+
+
+def _check_url(url: str) -> None:
+    """Refuse an InfluxDB URL the HTTP client cannot reach a server with."""
+    expected = "must be an http:// or https:// URL with a host"
+    if any(char.isspace() for char in url):
+        raise _Invalid(f"{expected}, such as http://127.0.0.1:8086, got {url!r}")
+    if "://" not in url:
+        raise _Invalid(f"{expected} (write 'http://{url}'), got {url!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _Invalid(
+            f"{expected}, such as http://127.0.0.1:8086, got {url!r}"
+        ) from None
+    if parts.username is not None or parts.password is not None:
+        # Not shown: the URL holds a password.
+        raise _Invalid(
+            "must not hold credentials: set username and password (v1) or "
+            "token (v2) instead"
+        )
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _Invalid(f"{expected}, such as http://127.0.0.1:8086, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _Invalid(f"port must be 1-65535, got {url!r}")
+    if parts.query or parts.fragment:
+        raise _Invalid(
+            f"must not have a ?query or #fragment: the write path is added "
+            f"to it, got {url!r}"
+        )
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -357,6 +744,7 @@ def _apply_environment(
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
         if not all(path):
             continue
+        _check_env_path(path, name)
         node: Any = raw
         for level in path[:-1]:
             if isinstance(node, list) and level.isdigit() and int(level) < len(node):
@@ -370,7 +758,7 @@ def _apply_environment(
                 )
             node = node.setdefault(level, {})
         last = path[-1]
-        value = _parse_env_value(text, _holds_text(_field_at(path)))
+        value = _parse_env_value(text, _holds_text(_annotation_at(path)))
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
         elif isinstance(node, dict):
@@ -385,13 +773,29 @@ def _apply_environment(
     return applied
 
 
+def _check_env_path(path: Sequence[str], name: str) -> None:
+    """Refuse a variable whose path goes on past a key holding one value."""
+    for end in range(1, len(path)):
+        annotation = _annotation_at(path[:end])
+        if annotation is None or _is_table(annotation):
+            continue
+        variable = ENV_PREFIX + ENV_SEPARATOR.join(path[:end]).upper()
+        raise ConfigError(
+            f"{'.'.join(path[:end])} holds one value, not a table, so it has no "
+            f"key {path[end]!r} (set {variable} instead)",
+            key=".".join(path),
+            source=f"environment variable {name}",
+        )
+
+
 def _parse_env_value(text: str, holds_text: bool) -> Any:
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-    # A text key keeps what was written: TOML would turn 12345678 into an int
-    # and 5 into a number that protocol = "5" refuses. "quoted" is still unquoted.
+    # A text key keeps what was written: TOML would turn a password 12345678
+    # into an int, and a tag value 2024-06-01 into a date. "quoted" is still
+    # unquoted.
     if holds_text and not isinstance(value, str):
         return text
     return value
@@ -402,26 +806,38 @@ def _explain(
 ) -> ConfigError:
     """Turn pydantic's first error into one line naming the key and the reason."""
     error = exc.errors()[0]
-    key = ".".join(str(p) for p in error["loc"])
-    # The variable may have set this key or a table or list around it.
+    cause = error.get("ctx", {}).get("error")
+    loc = (*error["loc"], *cause.key) if isinstance(cause, _Invalid) else error["loc"]
+    key = ".".join(str(p) for p in loc)
+    # The variable may have set this key, a table or list around it, or a key
+    # inside it (DECOR_MQTT__PORT__X makes port a table).
     for env_key, name in from_env.items():
-        if key == env_key or key.startswith(env_key + "."):
+        if _on_same_path(key, env_key):
             source = f"{source} (overridden by {name})"
             break
-    field = _field_at(error["loc"])
+    field = _field_at(loc)
     if error["type"] == "extra_forbidden":
-        reason = "unknown key" + _did_you_mean(error["loc"])
+        reason = "unknown key" + _did_you_mean(loc)
     elif error["type"] == "missing":
         reason = "required key is missing"
+    elif isinstance(cause, _Invalid):
+        reason = str(cause)
     elif field is not None and field.repr is False:
         # Secrets (passwords, tokens) are never shown, not even when invalid.
         reason = error["msg"]
     else:
-        reason = f"{error['msg']}, got {error.get('input')!r}"
+        message = error["msg"].removeprefix("Value error, ")
+        reason = f"{message}, got {error.get('input')!r}"
     more = len(exc.errors()) - 1
     if more:
         reason += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(reason, key=key, source=source)
+
+
+def _on_same_path(key: str, env_key: str) -> bool:
+    return (
+        key == env_key or key.startswith(env_key + ".") or env_key.startswith(key + ".")
+    )
 
 
 def _did_you_mean(loc: Sequence[int | str]) -> str:
@@ -434,17 +850,8 @@ def _did_you_mean(loc: Sequence[int | str]) -> str:
 
 def _model_at(path: Sequence[int | str]) -> type[BaseModel] | None:
     """Return the section a key path leads to, e.g. TlsConfig for mqtt.tls."""
-    model: type[BaseModel] | None = GatewayConfig
-    for level in path:
-        if model is None:
-            return None
-        if isinstance(level, int) or level.isdigit():
-            continue  # an index into [[subscriptions]]: same section type
-        field = model.model_fields.get(level)
-        if field is None:
-            return None
-        model = _section_type(field.annotation)
-    return model
+    annotation = _annotation_at(path)
+    return annotation if _is_model(annotation) else None
 
 
 def _field_at(path: Sequence[int | str]) -> FieldInfo | None:
@@ -455,21 +862,45 @@ def _field_at(path: Sequence[int | str]) -> FieldInfo | None:
     return model.model_fields.get(path[-1]) if model else None
 
 
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+def _annotation_at(path: Sequence[int | str]) -> Any:
+    """Return the type a key path holds (subscriptions.0.tags.site: str), or None."""
+    annotation: Any = GatewayConfig
+    for level in path:
+        if _is_model(annotation):
+            field = annotation.model_fields.get(str(level))
+            annotation = field.annotation if field else None
+        elif get_origin(annotation) is list and str(level).isdigit():
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+        annotation = _unwrap(annotation)
+    return annotation
 
 
-def _holds_text(field: FieldInfo | None) -> bool:
-    """Tell whether a field takes text only: str, a path, or a choice of words."""
-    if field is None:
-        return False
-    annotation = field.annotation
-    if get_origin(annotation) is Literal:
-        return all(isinstance(choice, str) for choice in get_args(annotation))
-    kinds = [annotation]
+def _unwrap(annotation: Any) -> Any:
+    """Return the type inside Annotated[...] and X | None."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, UnionType):
         kinds = [kind for kind in get_args(annotation) if kind is not NoneType]
-    return all(kind in (str, Path) for kind in kinds)
+        if len(kinds) == 1:
+            return _unwrap(kinds[0])
+    return annotation
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_table(annotation: Any) -> bool:
+    """Tell whether a type holds keys or elements an override can reach into."""
+    return _is_model(annotation) or get_origin(annotation) in (list, dict)
+
+
+def _holds_text(annotation: Any) -> bool:
+    """Tell whether a type takes text only: str, a path, or a choice of words."""
+    if get_origin(annotation) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(annotation))
+    return annotation in (str, Path)

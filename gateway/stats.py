@@ -14,6 +14,13 @@ class GatewayStats:
 
     messages_received: int = 0
     messages_excluded: int = 0
+    # Second copies of a message matching two overlapping subscriptions.
+    messages_duplicate: int = 0
+    # Messages a format knows are not telemetry (availability, LWT, events).
+    messages_not_telemetry: int = 0
+    # Points of retained messages without their own time (a replay of the
+    # device's last reading at each subscribe).
+    retained_skipped: int = 0
     points_decoded: int = 0
     points_written: int = 0
     write_requests: int = 0
@@ -24,12 +31,17 @@ class GatewayStats:
     messages_rejected: Counter[str] = field(default_factory=Counter)
     fields_rejected: Counter[str] = field(default_factory=Counter)
     points_rejected: Counter[str] = field(default_factory=Counter)
+    # flag kind (range, spike, rate, flatline, clock) -> readings flagged
+    readings_flagged: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, object]:
         """Return a copy of every counter, for display or export."""
         return {
             "messages_received": self.messages_received,
             "messages_excluded": self.messages_excluded,
+            "messages_duplicate": self.messages_duplicate,
+            "messages_not_telemetry": self.messages_not_telemetry,
+            "retained_skipped": self.retained_skipped,
             "points_decoded": self.points_decoded,
             "points_written": self.points_written,
             "write_requests": self.write_requests,
@@ -38,4 +50,5 @@ class GatewayStats:
             "messages_rejected": dict(self.messages_rejected),
             "fields_rejected": dict(self.fields_rejected),
             "points_rejected": dict(self.points_rejected),
+            "readings_flagged": dict(self.readings_flagged),
         }

@@ -170,8 +170,9 @@ def gateway_config(
 ) -> Callable[..., GatewayConfig]:
     """Give a factory of gateway configurations for this test's prefix and broker.
 
-    Keyword arguments: `subscriptions` (list of dicts) and `influx` (dict) are
-    merged over defaults pointing at the local services.
+    Keyword arguments: `subscriptions` (list of dicts), `influx`, `mqtt` and
+    `quality` (dicts) are merged over defaults pointing at the local services;
+    the quality checks are off unless `quality={"enabled": True}`.
     """
 
     def make(
@@ -179,6 +180,7 @@ def gateway_config(
         subscriptions: list[dict[str, Any]] | None = None,
         influx: dict[str, Any] | None = None,
         mqtt: dict[str, Any] | None = None,
+        quality: dict[str, Any] | None = None,
     ) -> GatewayConfig:
         raw: dict[str, Any] = {
             "log_level": "debug",
@@ -199,6 +201,9 @@ def gateway_config(
                 **(influx or {}),
             },
             "dead_letters": {"path": str(tmp_path / "dead-letters.jsonl")},
+            # Profile checks add a `quality` field to points of the simulated
+            # device types; tests of other things keep the points as sent.
+            "quality": {"enabled": False, **(quality or {})},
             "subscriptions": subscriptions
             or [
                 {

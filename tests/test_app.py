@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -15,7 +16,9 @@ async def test_gateway_stores_json_readings_in_influxdb_v1_exactly(
     gateway_config, running_gateway, publisher, topic_prefix, influx_v1
 ):
     """Test that values, tags and timestamps arrive in InfluxDB 1.x as sent."""
-    config = gateway_config(influx={"database": influx_v1.database})
+    config = gateway_config(
+        influx={"database": influx_v1.database}, quality={"enabled": True}
+    )
     base_ms = int(time.time() * 1000) - 60_000
     sent = [
         (
@@ -68,6 +71,7 @@ async def test_gateway_stores_json_readings_in_influxdb_v1_exactly(
             "battery_voltage_v": 3.91,
             "pump_on": True,
             "status": "ok",
+            "quality": 0,
         },
         {
             "time": (base_ms + 1500) * MS,
@@ -78,6 +82,7 @@ async def test_gateway_stores_json_readings_in_influxdb_v1_exactly(
             "battery_voltage_v": 3.7,
             "pump_on": False,
             "status": "sensor cleaned, ok",
+            "quality": 0,
         },
     ]
     assert air == [
@@ -88,6 +93,7 @@ async def test_gateway_stores_json_readings_in_influxdb_v1_exactly(
             "device_id": "aq-beji-01",
             "pm25_ugm3": 41.0,
             "co_ppm": 0.4,
+            "quality": 0,
         },
     ]
     # JSON integers are stored as floats, so a later 41.5 cannot conflict.
@@ -229,3 +235,106 @@ async def test_gateway_keeps_a_message_whose_decoder_crashes(gateway_config, tmp
     assert entry["reason"] == "decoder_error"
     assert entry["payload"] == '{"a": 1.0}'
     assert "a bug in a decoder" in entry["detail"]
+
+
+async def test_gateway_refuses_an_impossible_value_and_keeps_the_rest(
+    gateway_config, running_gateway, publisher, topic_prefix, influx_v1
+):
+    """Test that a value outside its profile's possible range is left out alone."""
+    config = gateway_config(
+        influx={"database": influx_v1.database}, quality={"enabled": True}
+    )
+    ts_ms = int(time.time() * 1000)
+    async with running_gateway(config) as gateway:
+        publisher.publish(
+            f"{topic_prefix}/bpbd/river_gauge/rg-beji-09/telemetry",
+            orjson.dumps({"ts": ts_ms, "water_level_cm": -5000.0, "flow_m3s": 3.5}),
+        )
+        rows = await influx_v1.wait_for_rows("river_gauge", 1)
+        await wait_until(lambda: gateway.stats.fields_rejected)
+
+    assert len(rows) == 1
+    assert rows[0]["flow_m3s"] == 3.5
+    assert "water_level_cm" not in rows[0]
+    assert gateway.stats.fields_rejected == {"impossible_value": 1}
+
+
+async def test_gateway_stores_a_message_of_overlapping_subscriptions_once(
+    gateway_config, running_gateway, publisher, topic_prefix, influx_v1
+):
+    """Test that two filters matching one topic store its reading once (MQTT 5)."""
+    config = gateway_config(
+        influx={"database": influx_v1.database},
+        subscriptions=[
+            {
+                "topic_template": f"{topic_prefix}/{{room}}/status",
+                "measurement": "status",
+            },
+            {
+                "topic_template": f"{topic_prefix}/{{room}}/{{kind}}",
+                "measurement": "{kind}",
+            },
+        ],
+    )
+    async with running_gateway(config) as gateway:
+        publisher.publish(f"{topic_prefix}/shade-2/status", b'{"pos": 40.0}')
+        publisher.publish(f"{topic_prefix}/shade-2/temp", b'{"t": 21.5}')
+        await influx_v1.wait_for_rows("temp", 1)
+        await wait_until(lambda: gateway.stats.messages_received >= 3)
+        status = influx_v1.rows("status")
+
+    assert [row["pos"] for row in status] == [40.0]
+    assert gateway.stats.messages_duplicate == 1
+    assert gateway.stats.points_written == 2
+
+
+async def test_gateway_passes_an_excluded_topic_to_the_next_subscription(
+    gateway_config, running_gateway, publisher, topic_prefix, influx_v1
+):
+    """Test that exclude_topics hands a topic on instead of dropping it (C16)."""
+    config = gateway_config(
+        influx={"database": influx_v1.database},
+        mqtt={"protocol": "3.1.1"},
+        subscriptions=[
+            {
+                "topic_template": f"{topic_prefix}/{{room}}/{{kind}}",
+                "exclude_topics": [f"{topic_prefix}/+/status"],
+                "measurement": "{kind}",
+            },
+            {
+                "topic_template": f"{topic_prefix}/{{room}}/status",
+                "measurement": "status",
+            },
+        ],
+    )
+    async with running_gateway(config) as gateway:
+        publisher.publish(f"{topic_prefix}/shade-3/status", b'{"pos": 10.0}')
+        rows = await influx_v1.wait_for_rows("status", 1)
+        await wait_until(lambda: gateway.stats.messages_received >= 2)
+
+    assert [(row["room"], row["pos"]) for row in rows] == [("shade-3", 10.0)]
+    assert gateway.stats.messages_rejected == {}
+
+
+async def test_gateway_skips_a_retained_reading_without_its_own_time(
+    gateway_config, running_gateway, publisher, topic_prefix, influx_v1
+):
+    """Test that a retained message replayed at subscribe adds no phantom point."""
+    topic = f"{topic_prefix}/bpbd/rain_gauge/arg-limo-01/telemetry"
+    publisher.publish(topic, b'{"rain_mm": 0.2}', qos=1)
+    publisher._client.publish(topic, b'{"rain_mm": 0.4}', qos=1, retain=True)
+    await asyncio.sleep(0.3)
+    config = gateway_config(influx={"database": influx_v1.database})
+    try:
+        async with running_gateway(config) as gateway:
+            await wait_until(lambda: gateway.stats.messages_received >= 1)
+            publisher.publish(topic, b'{"rain_mm": 0.6}')
+            rows = await influx_v1.wait_for_rows("rain_gauge", 1)
+            await asyncio.sleep(0.5)
+            rows = influx_v1.rows("rain_gauge")
+    finally:
+        # Clear the retained message so it outlives no test.
+        publisher._client.publish(topic, b"", qos=1, retain=True)
+
+    assert [row["rain_mm"] for row in rows] == [0.6]
+    assert gateway.stats.retained_skipped == 1

@@ -223,3 +223,155 @@ def test_cli_help_describes_each_command(args, described):
             assert command in result.stdout
     if args in (["run"], ["check"]):
         assert "--config" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "topic_template",
+            'topic = "city/#/telemetry"\ntopic_template',
+            ["subscriptions.0.topic", "# may only be the whole last level"],
+        ),
+        (
+            "topic_template",
+            'topic = "$share//city/#"\ntopic_template',
+            ["subscriptions.0.topic", "needs a group name", "'$share//city/#'"],
+        ),
+        (
+            "topic_template",
+            'topic = "sensors/#"\ntopic_template',
+            [
+                "subscriptions.0.topic",
+                "topic 'sensors/#'",
+                "'city/{agency}/{device_type}/{device_id}/telemetry'",
+                "describe different topics",
+            ],
+        ),
+        (
+            "topic_template",
+            'exclude_topics = ["city/+x/#"]\ntopic_template',
+            ["subscriptions.0.exclude_topics.0", "+ may only be a whole level"],
+        ),
+        (
+            '"http://127.0.0.1:18086"',
+            '"127.0.0.1:28086"',
+            ["influx.url", "(write 'http://127.0.0.1:28086')", "got '127.0.0.1:28086'"],
+        ),
+        (
+            "[influx]",
+            "[influx]\nretry_min_s = 60.0",
+            ["influx.retry_min_s", "must not exceed retry_max_s (30.0), got 60.0"],
+        ),
+        (
+            "port = 18830",
+            "port = 18830\nreconnect_max_s = inf",
+            ["mqtt.reconnect_max_s", "finite number", "got inf"],
+        ),
+        (
+            "[influx]",
+            "[influx]\nflush_interval_s = 7200.0",
+            ["influx.flush_interval_s", "less than or equal to 3600", "got 7200.0"],
+        ),
+        (
+            "port = 18830",
+            "port = 18830\nprotocol = 3.1",
+            [
+                "mqtt.protocol",
+                'must be "5" or "3.1.1", got 3.1',
+                'did you mean "3.1.1"?',
+            ],
+        ),
+        (
+            "[influx]",
+            '[influx]\ndatabase = ""',
+            ["influx.database", "must name a database when api is 'auto'"],
+        ),
+        (
+            "[influx]",
+            '[influx]\napi = "v2"\nbucket = ""',
+            ["influx.bucket", "must name a bucket when api is 'v2'"],
+        ),
+        (
+            'measurement = "{device_type}"',
+            'measurement = "{device_type}"\ntags = { time = "now" }',
+            ["subscriptions.0.tags", "tag key 'time' is reserved"],
+        ),
+        (
+            "{device_id}",
+            "{time}",
+            ["subscriptions.0.topic_template", "{time}", "InfluxDB refuses"],
+        ),
+        (
+            'measurement = "{device_type}"',
+            'measurement = "{device_type"',
+            ["subscriptions.0.measurement", "'{device_type'", "unbalanced { or }"],
+        ),
+        (
+            'measurement = "{device_type}"',
+            'measurement = "temp}"',
+            ["subscriptions.0.measurement", "'temp}'", "unbalanced { or }"],
+        ),
+        (
+            'measurement = "{device_type}"',
+            'measurement = "#{device_type}"',
+            ["subscriptions.0.measurement", "starts with #"],
+        ),
+        (
+            'measurement = "{device_type}"',
+            'measurement = "{device_type}"\nfield = "{device_id"',
+            ["subscriptions.0.field", "unbalanced { or }"],
+        ),
+    ],
+)
+def test_cli_check_refuses_a_mistake_that_would_fail_at_run_time(
+    config_file, old, new, expected
+):
+    """Test that `decor check` names a config that would misbehave once running."""
+    path = config_file(old, new)
+
+    result = decor("check", "--config", str(path))
+
+    assert_one_error_line(result, str(path), *expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"DECOR_MQTT__PORT__X": "1"},
+            [
+                "environment variable DECOR_MQTT__PORT__X",
+                "mqtt.port.x",
+                "(set DECOR_MQTT__PORT instead)",
+            ],
+        ),
+        (
+            {"DECOR_INFLUX__TIMEOUT_S": "inf"},
+            ["(overridden by DECOR_INFLUX__TIMEOUT_S)", "influx.timeout_s", "finite"],
+        ),
+        (
+            {"DECOR_INFLUX__URL": "influx.local:8086"},
+            ["(overridden by DECOR_INFLUX__URL)", "write 'http://influx.local:8086'"],
+        ),
+    ],
+)
+def test_cli_check_names_the_variable_of_a_mistaken_override(
+    config_file, env, expected
+):
+    """Test that `decor check` blames a bad DECOR_* override on its variable."""
+    result = decor("check", "--config", str(config_file()), env=env)
+
+    assert_one_error_line(result, *expected)
+
+
+def test_cli_check_accepts_protocol_5_and_text_tag_from_environment(config_file):
+    """Test that protocol = 5 unquoted and DECOR_..._TAGS__SITE=1 pass the check."""
+    path = config_file("port = 18830", "port = 18830\nprotocol = 5")
+
+    result = decor(
+        "check", "--config", str(path), env={"DECOR_SUBSCRIPTIONS__0__TAGS__SITE": "1"}
+    )
+
+    assert result.code == 0, result
+    assert f"{path}: configuration is valid" in result.stderr

@@ -108,7 +108,8 @@ async def test_cli_deadletter_replays_fixed_messages_once_at_their_reading_times
     assert {e["state"] for e in entries} == {"pending"}
     for entry in entries:
         assert entry["id"] in table.stdout
-    assert "not_an_integer" in table.stdout and "json" in table.stdout
+    assert "is not an inte" in table.stdout and "json" in table.stdout
+    assert all("not_an_integer" in e["detail"] for e in entries)
     assert "3 dead letters, 0 replayed. By reason: no_fields 3" in table.stdout
     received_ns = entries[2]["received_ns"]
 

@@ -324,6 +324,8 @@ async def test_esphome_states_reach_influxdb_and_nan_is_refused_with_a_warning(
     assert _field_types(influx_v1, "esphome_binary") == {"value": "boolean"}
     assert stats.messages_rejected == {"non_finite": 2}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Two refusals on one topic, one warning: the app rate-limits them.
     assert warnings == [
-        f"No reading on {sensor_topic!r}: the device sent 'nan', nothing stored"
+        f"Rejected a message on {sensor_topic!r} (non_finite): "
+        "value: 'nan' is not a reading"
     ]

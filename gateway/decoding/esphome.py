@@ -39,7 +39,6 @@ from gateway.decoding.base import Decoded, FieldReject
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.values import load_json
 from gateway.errors import PayloadError
-from gateway.logutil import RateLimitedLogger
 from gateway.points import FieldValue, Point
 from gateway.sources.mqtt import MqttMessage
 
@@ -47,7 +46,6 @@ __all__ = ["EsphomeDecoder"]
 
 logger = logging.getLogger(__name__)
 
-WARNING_INTERVAL_S = 60.0
 # Last topic level -> what the topic carries instead of a reading.
 NOT_STATE_LEVELS = {"status": "availability", "debug": "log line", "command": "command"}
 STATE_LEVEL = "state"
@@ -68,7 +66,6 @@ class EsphomeDecoder:
 
     def __init__(self, options: DecoderOptions | None = None) -> None:
         self._options = options or DecoderOptions()
-        self._warnings = RateLimitedLogger(logger, interval_s=WARNING_INTERVAL_S)
 
     def decode(
         self,
@@ -126,14 +123,7 @@ class EsphomeDecoder:
         return BOOLEAN_TEXT.get(text, text)
 
     def _refuse(self, reject: FieldReject, text: str, message: MqttMessage) -> NoReturn:
-        if reject.reason == "non_finite":
-            # A sensor without a reading says so every update: warn, rate-limited.
-            self._warnings.warning(
-                (message.topic, reject.reason),
-                "No reading on %r: the device sent %r, nothing stored",
-                message.topic,
-                text[:64],
-            )
+        # The app logs a refused message at warning, rate-limited per topic.
         raise PayloadError(
             reject.reason, f"{reject.field}: {reject.detail}", topic=message.topic
         )

@@ -164,11 +164,13 @@ class DecoderOptions:
                 )
             )
         if not fields:
-            reasons = sorted({r.reason for r in result.rejected_fields})
             raise PayloadError(
                 "no_fields",
                 "no storable value in the message"
-                + (f" ({', '.join(reasons)})" if reasons else ""),
+                + "".join(
+                    f"; {r.field}: {r.detail} ({r.reason})"
+                    for r in result.rejected_fields
+                ),
                 topic=message.topic,
             )
         all_tags = {**tags, **self.tags_from(document)}

@@ -44,7 +44,8 @@ _BARE_WORDS = frozenset(
     {b"true", b"false", b"on", b"off", b"nan", b"-nan", b"inf", b"-inf"}
 )
 # measurement[,tags] field=value[ time]: a first line shaped like line protocol.
-_LINE_PROTOCOL = re.compile(rb"[^\s,#][^\s]*\s+[^\s=]+=[^\s]")
+_LINE_PROTOCOL = re.compile(rb"(?:[^\s,#\\]|\\.)(?:[^\s\\]|\\.)*\s+[^\s=]+=[^\s]")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def make_decoder(format_name: str, options: DecoderOptions) -> Decoder:
@@ -75,15 +76,18 @@ def detect_format(message: MqttMessage) -> str:
     for topic_filter, format_name in _TOPIC_FORMATS:
         if topic_matches(topic_filter, message.topic):
             return format_name
-    head = message.payload.lstrip()[:1]
+    head = message.payload.removeprefix(UTF8_BOM).lstrip()[:1]
     if head == b"{":
         return "json"
     if head == b"[":
         return "senml"
-    stripped = message.payload.strip()
+    stripped = message.payload.removeprefix(UTF8_BOM).strip()
     if _NUMBER.fullmatch(stripped) or stripped.lower() in _BARE_WORDS:
         return "value"
-    if _LINE_PROTOCOL.match(stripped):
+    # Line protocol may start with blank or comment lines.
+    lines = (line.strip() for line in stripped.split(b"\n"))
+    first = next((line for line in lines if line and not line.startswith(b"#")), b"")
+    if _LINE_PROTOCOL.match(first):
         return "influx"
     return "value"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -10,11 +12,14 @@ import orjson
 from gateway.errors import describe_connection_failure
 
 __all__ = [
+    "LineFacts",
     "Sink",
     "answer_text",
     "body_bytes",
     "classify_rejection",
     "describe_failure",
+    "dropped_count",
+    "read_line",
     "refuses_points",
     "summarize_answer",
 ]
@@ -36,8 +41,35 @@ _FIELD_CONFLICT = re.compile(
 )
 # InfluxDB quotes each line it could not parse, one per line of its message.
 _UNPARSABLE_LINE = re.compile(r"unable to parse '(?P<line>.*)': ")
+# A partial write ends its message with how many points the server dropped.
+_DROPPED = re.compile(r"dropped=(?P<count>\d+)")
 _HTML_TITLE = re.compile(r"<title>(?P<title>.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HTML_TAG = re.compile(r"<[^>]*>")
+
+# Field values as InfluxDB's line-protocol parser tells their types apart.
+_INTEGER = re.compile(r"[+-]?\d+i")
+_UNSIGNED = re.compile(r"\d+u")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_BOOLEANS = frozenset(
+    {"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"}
+)
+_TIMESTAMP = re.compile(r"-?\d+")
+_MEASUREMENT_UNESCAPES = {"\\,": ",", "\\ ": " "}
+_KEY_UNESCAPES = {"\\,": ",", "\\ ": " ", "\\=": "="}
+
+
+@dataclass(frozen=True)
+class LineFacts:
+    """What one line of line protocol says that a refusal can be about.
+
+    `field_types` maps each field key, unescaped, to its InfluxDB type name
+    (float, integer, unsigned, string, boolean); `time_ns` is None when the
+    line leaves the time to the server.
+    """
+
+    measurement: str
+    field_types: Mapping[str, str]
+    time_ns: int | None
 
 
 class Sink(Protocol):
@@ -79,12 +111,45 @@ def classify_rejection(
     conflict = _FIELD_CONFLICT.search(body)
     if conflict:
         return "field_type_conflict", conflict.groupdict()
+    if "field type conflict" in body:
+        # InfluxDB 1.x says only this when a batch gives a field new to the
+        # shard two types: it stored nothing and named nothing.
+        return "field_type_conflict", {}
     if "unable to parse" in body or "invalid field format" in body:
         quoted = _UNPARSABLE_LINE.findall(_error_message(body))
         return "unparsable_line", {"lines": "\n".join(quoted)} if quoted else {}
     if "too large" in body.lower():
         return "too_large", {}
     return "rejected", {}
+
+
+def dropped_count(body: str) -> int | None:
+    """Return the `dropped=N` of a partial-write answer, or None when it has none."""
+    counts = _DROPPED.findall(body)
+    return int(counts[-1]) if counts else None
+
+
+def read_line(line: str) -> LineFacts | None:
+    """Read a line's measurement, field types and time; None if it is malformed.
+
+    Backslash escapes in names and quoted string values (which may hold
+    commas, spaces and equals signs) are honoured as InfluxDB reads them.
+    "Malformed" follows InfluxDB's parser closely, not exactly: a number out
+    of range still reads as well formed.
+    """
+    series_end = _scan_to(line, 0, " ")
+    name_end = _scan_to(line, 0, ",", stop=series_end)
+    measurement = _unescape(line[:name_end], _MEASUREMENT_UNESCAPES)
+    if not measurement or not _tags_well_formed(line[name_end:series_end]):
+        return None
+    fields, fields_end = _read_fields(line, series_end + 1)
+    if not fields:
+        return None
+    stamp = line[fields_end + 1 :]
+    if fields_end < len(line) and not _TIMESTAMP.fullmatch(stamp):
+        return None
+    time_ns = int(stamp) if fields_end < len(line) else None
+    return LineFacts(measurement, fields, time_ns)
 
 
 def refuses_points(status: int, body: str) -> bool:
@@ -144,3 +209,92 @@ def _error_message(body: str) -> str:
         if isinstance(message, str):
             return message
     return body
+
+
+def _scan_to(text: str, start: int, stops: str, stop: int | None = None) -> int:
+    """Return the index of the first unescaped character of `stops`, or the end."""
+    end = len(text) if stop is None else stop
+    index = start
+    while index < end:
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char in stops:
+            return index
+        index += 1
+    return end
+
+
+def _unescape(text: str, escapes: dict[str, str]) -> str:
+    if "\\" not in text:
+        return text
+    for escaped, plain in escapes.items():
+        text = text.replace(escaped, plain)
+    return text
+
+
+def _tags_well_formed(tags: str) -> bool:
+    """Tell whether ",k=v,k=v" (or nothing) has a key and a value in each pair."""
+    index = 0
+    while index < len(tags):
+        end = _scan_to(tags, index + 1, ",")
+        equals = _scan_to(tags, index + 1, "=", stop=end)
+        if equals in (index + 1, end, end - 1):
+            return False
+        index = end
+    return True
+
+
+def _read_fields(line: str, start: int) -> tuple[dict[str, str], int]:
+    """Read a field set from `start`; return key -> type and where it ended.
+
+    The types come back empty when the field set is malformed.
+    """
+    fields: dict[str, str] = {}
+    index = start
+    while True:
+        equals = _scan_to(line, index, "=, ")
+        if equals in (index, len(line)) or line[equals] != "=":
+            return {}, index
+        key = _unescape(line[index:equals], _KEY_UNESCAPES)
+        value_end = _value_end(line, equals + 1)
+        kind = None if value_end < 0 else _value_type(line[equals + 1 : value_end])
+        if kind is None:
+            return {}, index
+        fields[key] = kind
+        if value_end == len(line) or line[value_end] == " ":
+            return fields, value_end
+        index = value_end + 1
+
+
+def _value_end(line: str, start: int) -> int:
+    """Return where a field value starting at `start` ends; -1 if a quote is open."""
+    if not line.startswith('"', start):
+        return _scan_to(line, start, ", ")
+    # Inside a string a backslash escapes the next character, and commas
+    # and spaces are part of the value.
+    index = start + 1
+    while index < len(line):
+        if line[index] == "\\":
+            index += 2
+        elif line[index] == '"':
+            return index + 1
+        else:
+            index += 1
+    return -1
+
+
+def _value_type(value: str) -> str | None:
+    """Return the InfluxDB type of a field value as written, or None if invalid."""
+    if len(value) >= 2 and value[0] == '"' == value[-1]:
+        return "string"
+    if _INTEGER.fullmatch(value):
+        return "integer"
+    if _UNSIGNED.fullmatch(value):
+        return "unsigned"
+    if value in _BOOLEANS:
+        return "boolean"
+    if _FLOAT.fullmatch(value):
+        return "float"
+    return None

@@ -9,7 +9,11 @@ and so the broker, instead of dropping anything.
 A request the server refuses for good (4xx) is split in halves until the
 refused lines are isolated; they go to the dead-letter store with the server's
 reason, and the rest is stored. A "partial write" answer means the server
-already stored the other points, so nothing is sent twice.
+stored the points it did not refuse, but InfluxDB names only its first reason
+and counts the points dropped: lines that reason covers are dead-lettered and,
+while the count is not made up, the lines not yet named are sent again (a
+stored point is overwritten by itself) to learn the next reason, a bounded
+number of times. A partial write fully explained by its answer is never resent.
 
 A request refused as too large (413, usually from a proxy) teaches the writer
 the server's size limit: it lies between the largest body accepted and the
@@ -31,11 +35,13 @@ import time
 from gateway.config import InfluxConfig
 from gateway.deadletters import DeadLetterStore
 from gateway.errors import PointsRejected, SinkError
-from gateway.points import escape_measurement, escape_tag
 from gateway.sinks.base import (
+    LineFacts,
     Sink,
     body_bytes,
     classify_rejection,
+    dropped_count,
+    read_line,
     summarize_answer,
 )
 from gateway.stats import GatewayStats
@@ -45,6 +51,13 @@ __all__ = ["BatchWriter", "RequestSizeLimit"]
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
+# Requests spent on one partial write, the first included, before the lines
+# still not told apart are dead-lettered as UNATTRIBUTED.
+MAX_PARTIAL_WRITE_REQUESTS = 8
+UNATTRIBUTED = "partial_write_unattributed"
+# InfluxDB keeps field types per shard, and no shard group spans less than an
+# hour, aligned to the hour: points of one hour share a shard.
+SHARD_GROUP_MIN_NS = 3_600_000_000_000
 
 
 class RequestSizeLimit:
@@ -256,11 +269,11 @@ class BatchWriter:
         self, lines: list[str], size: int, exc: PointsRejected
     ) -> list[list[str]]:
         """Settle what the refusal decides; return the parts to send instead."""
-        reason, facts = classify_rejection(exc.body, exc.status)
+        reason, _ = classify_rejection(exc.body, exc.status)
         if "partial write" in exc.body:
             # The server stored every point it could; only the refused ones
-            # are lost to it. Resending would duplicate the others.
-            self._dead_letter_partial(lines, reason, facts, exc)
+            # are lost to it, and they are told apart from the answer.
+            await self._settle_partial_write(lines, exc)
             await self._settle(len(lines))
             return []
         if reason == "too_large":
@@ -304,16 +317,56 @@ class BatchWriter:
             self._dead_letters.path,
         )
 
-    def _dead_letter_partial(
-        self, lines: list[str], reason: str, facts: dict[str, str], exc: PointsRejected
+    async def _settle_partial_write(
+        self, lines: list[str], exc: PointsRejected
     ) -> None:
-        refused = lines
-        if reason == "unparsable_line" and "lines" in facts:
-            # InfluxDB quotes the lines it could not parse and stored the rest.
-            quoted = set(facts["lines"].split("\n"))
-            refused = [line for line in lines if line in quoted] or lines
-        if reason == "field_type_conflict":
-            refused = _lines_with_field(lines, facts["measurement"], facts["field"])
+        """Tell the stored lines of a partial write from the refused; count both.
+
+        InfluxDB names one refusal reason (the first type conflict, or the
+        lines it could not parse) and how many points it dropped. When the
+        lines that reason covers fall short of that count, or the answer
+        cannot be trusted to cover the request, the other lines are sent
+        again to learn the next reason, until the answer is fully explained.
+        """
+        pending = rest = lines
+        for requests in range(1, MAX_PARTIAL_WRITE_REQUESTS + 1):
+            refused, explained = _attribute(pending, exc)
+            self._dead_letter_refused(pending, refused, exc)
+            rest = [line for index, line in enumerate(pending) if index not in refused]
+            if explained:
+                self._stats.points_written += len(rest)
+                return
+            if not rest:
+                # Known limitation: InfluxDB 1.x keeps field types per shard,
+                # so a line naming a conflicting field in a shard where the
+                # field is new was stored, yet it is dead-lettered with the
+                # others (more lines named than dropped). Replaying it is
+                # harmless; points_written counts it short. Only batches that
+                # span shard groups and such a conflict meet this.
+                return
+            if not refused or requests == MAX_PARTIAL_WRITE_REQUESTS:
+                break
+            # Safe to send again: InfluxDB overwrites a point with the same
+            # series and timestamp, so the lines it stored stay stored once,
+            # and its answer names the next refusal.
+            answer = await self._send(rest, body_bytes(rest))
+            if answer is None:
+                return
+            pending, exc = rest, answer
+        # Known limitation: lines no answer names are kept whole, though
+        # some of them may be stored (say, all but the points a retention
+        # policy dropped); replaying those is harmless, and points_written
+        # counts them short.
+        self._dead_letter_unattributed(rest, exc)
+
+    def _dead_letter_refused(
+        self, lines: list[str], refused: set[int], exc: PointsRejected
+    ) -> None:
+        if not refused:
+            return
+        reason, facts = classify_rejection(exc.body, exc.status)
+        if reason == "field_type_conflict" and "field" in facts:
+            attempted = sorted({_type_of(lines[i], facts) for i in refused})
             logger.warning(
                 "Field %r of measurement %r already exists as type %s in %s; "
                 "%d point(s) of type %s refused and kept in %s",
@@ -322,19 +375,37 @@ class BatchWriter:
                 facts["existing"],
                 self.sink.description,
                 len(refused),
-                facts["attempted"],
+                " or ".join(attempted),
                 self._dead_letters.path,
             )
         else:
             logger.warning(
-                "%s stored part of a batch and refused the rest: %s",
+                "%s refused %d point(s) (%s): %s; kept in %s",
                 self.sink.description,
-                exc.body[:300],
+                len(refused),
+                reason,
+                summarize_answer(exc.body),
+                self._dead_letters.path,
             )
-        for line in refused:
-            self._dead_letters.add("point", reason, exc.body, payload=line)
+        for index in sorted(refused):
+            self._dead_letters.add("point", reason, exc.body, payload=lines[index])
         self._stats.points_rejected[reason] += len(refused)
-        self._stats.points_written += len(lines) - len(refused)
+
+    def _dead_letter_unattributed(self, lines: list[str], exc: PointsRejected) -> None:
+        if not lines:
+            return
+        logger.warning(
+            "%s refused points it did not name (%s); %d point(s) that may or may "
+            "not be stored are kept in %s as %s (replaying stored ones is harmless)",
+            self.sink.description,
+            summarize_answer(exc.body),
+            len(lines),
+            self._dead_letters.path,
+            UNATTRIBUTED,
+        )
+        for line in lines:
+            self._dead_letters.add("point", UNATTRIBUTED, exc.body, payload=line)
+        self._stats.points_rejected[UNATTRIBUTED] += len(lines)
 
     def _note_down(self, exc: SinkError) -> None:
         if self._down_since is None:
@@ -356,31 +427,80 @@ class BatchWriter:
         self._down_since = None
 
 
-def _lines_with_field(lines: list[str], measurement: str, field: str) -> list[str]:
-    """Pick the lines of `measurement` that carry field `field`."""
-    prefix = escape_measurement(measurement)
-    key = escape_tag(field) + "="
-    picked = []
-    for line in lines:
-        if not line.startswith(prefix) or line[len(prefix) : len(prefix) + 1] not in (
-            ",",
-            " ",
-        ):
-            continue
-        field_part = _field_section(line)
-        if field_part.startswith(key) or ("," + key) in field_part:
-            picked.append(line)
-    return picked or lines
+def _attribute(lines: list[str], exc: PointsRejected) -> tuple[set[int], bool]:
+    """Return the indexes of `lines` the answer refuses, and whether it says all.
+
+    "Says all" means every other line is known stored (a partial write) or
+    nothing was stored and every line is named (a refusal of the whole).
+    """
+    reason, facts = classify_rejection(exc.body, exc.status)
+    read = [read_line(line) for line in lines]
+    refused: set[int] = set()
+    if reason == "field_type_conflict" and "field" in facts:
+        refused = _conflicting(read, facts)
+    elif reason == "unparsable_line" and "lines" in facts:
+        quoted = set(facts["lines"].split("\n"))
+        refused = {index for index, line in enumerate(lines) if line in quoted}
+    if "partial write" not in exc.body:
+        # Nothing stored: one line alone is refused, whatever the reason.
+        if len(lines) == 1:
+            refused = {0}
+        return refused, len(refused) == len(lines)
+    if reason == "unparsable_line":
+        # InfluxDB 1.x reports lines it could not parse only when it stored
+        # every line it could: the rest is stored unless it is malformed too
+        # (a long answer is cut short, leaving some quotes out).
+        return refused, all(read[i] is not None for i in _others(lines, refused))
+    return refused, len(refused) == dropped_count(exc.body) and _counts_hold(read)
 
 
-def _field_section(line: str) -> str:
-    # The field set starts after the first unescaped space.
-    index = 0
-    while True:
-        index = line.find(" ", index)
-        if index <= 0 or line[index - 1] != "\\":
-            return line[index + 1 :] if index > 0 else ""
-        index += 1
+def _conflicting(read: list[LineFacts | None], facts: dict[str, str]) -> set[int]:
+    """Pick the lines giving the conflicting field a type other than the stored."""
+    measurement, field, existing = (
+        facts["measurement"],
+        facts["field"],
+        facts["existing"],
+    )
+    return {
+        index
+        for index, line in enumerate(read)
+        if line is not None
+        and line.measurement == measurement
+        and line.field_types.get(field, existing) != existing
+    }
+
+
+def _counts_hold(read: list[LineFacts | None]) -> bool:
+    """Tell whether a type-conflict answer's dropped count covers the request.
+
+    It does not when InfluxDB 1.x could have hidden a refusal: a line it
+    could not parse (a conflict answer never mentions those), a field given
+    two types within the request (the conflict found last overrides the
+    reason and count of earlier ones), or points of more than one shard (only
+    one shard's answer comes back).
+    """
+    readable = [line for line in read if line is not None]
+    if len(readable) < len(read):
+        return False
+    types: dict[tuple[str, str], str] = {}
+    for line in readable:
+        for field, kind in line.field_types.items():
+            if types.setdefault((line.measurement, field), kind) != kind:
+                return False
+    hours = {
+        None if line.time_ns is None else line.time_ns // SHARD_GROUP_MIN_NS
+        for line in readable
+    }
+    return len(hours) == 1
+
+
+def _others(lines: list[str], refused: set[int]) -> list[int]:
+    return [index for index in range(len(lines)) if index not in refused]
+
+
+def _type_of(line: str, facts: dict[str, str]) -> str:
+    read = read_line(line)
+    return "unknown" if read is None else read.field_types.get(facts["field"], "?")
 
 
 def _front_by_bytes(lines: list[str], chunk_bytes: int) -> tuple[list[str], list[str]]:

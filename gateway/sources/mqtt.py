@@ -55,6 +55,9 @@ class MqttMessage:
     qos: int
     retain: bool
     received_ns: int
+    # MQTT 5 subscription identifiers of the subscriptions this copy was sent
+    # for: the n-th topic filter has identifier n + 1. Empty for MQTT 3.1.1.
+    subscription_ids: tuple[int, ...] = ()
 
 
 MessageHandler = Callable[[MqttMessage], Awaitable[None]]
@@ -83,6 +86,7 @@ class MqttSubscriber:
         self.connected = asyncio.Event()
         # Set once the broker has acknowledged our subscriptions.
         self.subscribed = asyncio.Event()
+        self._pending_subacks: dict[int, str] = {}
         self.address = f"{config.host}:{config.port}"
 
     async def run(self) -> None:
@@ -172,10 +176,16 @@ class MqttSubscriber:
             _stop_library_reconnect(client)
             self._client = None
             raise
-        subscriptions = [
-            gmqtt.Subscription(topic, qos=qos) for topic, qos in self._topic_filters
-        ]
-        client.subscribe(subscriptions)
+        # One SUBSCRIBE per filter, each with its own identifier (MQTT 5): a
+        # message matching two overlapping filters arrives once per filter,
+        # and the identifiers tell the gateway which copy to keep.
+        self._pending_subacks = {}
+        for index, (topic, qos) in enumerate(self._topic_filters):
+            identifier = index + 1 if self._config.protocol == "5" else None
+            mid = client.subscribe(
+                gmqtt.Subscription(topic, qos=qos, subscription_identifier=identifier)
+            )
+            self._pending_subacks[mid] = topic
         self.connected.set()
 
     async def _connect_unless_closed(self, client: gmqtt.Client) -> None:
@@ -236,6 +246,7 @@ class MqttSubscriber:
             qos=qos,
             retain=bool(props.get("retain", 0)),
             received_ns=time.time_ns(),
+            subscription_ids=tuple(props.get("subscription_identifier", ())),
         )
         try:
             await self._handler(message)
@@ -259,7 +270,8 @@ class MqttSubscriber:
     def _on_subscribe(
         self, client: gmqtt.Client, mid: int, granted_qos: Sequence[int], props: Any
     ) -> None:
-        for (topic, _), granted in zip(self._topic_filters, granted_qos, strict=False):
+        topic = self._pending_subacks.pop(mid, "?")
+        for granted in granted_qos:
             if granted >= 0x80:
                 logger.error(
                     "Broker %s refused the subscription to %r (reason code %#x)",
@@ -269,7 +281,8 @@ class MqttSubscriber:
                 )
             else:
                 logger.info("Subscribed to %r at QoS %d", topic, granted)
-        self.subscribed.set()
+        if not self._pending_subacks:
+            self.subscribed.set()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         tls = self._config.tls

@@ -8,7 +8,13 @@ import httpx
 import pytest
 
 from gateway.sinks import classify_rejection
-from gateway.sinks.base import describe_failure, refuses_points
+from gateway.sinks.base import (
+    LineFacts,
+    describe_failure,
+    dropped_count,
+    read_line,
+    refuses_points,
+)
 
 CONFLICT_FACTS = {
     "field": "energy",
@@ -87,6 +93,87 @@ def test_classify_rejection_reads_an_unparsable_line_from_2x():
 def test_classify_rejection_names_other_refusals(body, reason):
     """Test that size refusals (even as HTML) and unknown ones get a reason code."""
     assert classify_rejection(body)[0] == reason
+
+
+def test_classify_rejection_names_a_bare_field_type_conflict():
+    """Test that InfluxDB 1.x's whole-request "field type conflict" is a conflict."""
+    assert classify_rejection('{"error":"field type conflict"}\n', 400) == (
+        "field_type_conflict",
+        {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        (V1_CONFLICT, 1),
+        (V2_CONFLICT.replace("dropped=1", "dropped=12"), 12),
+        ('{"error":"partial write: points beyond retention policy dropped=3"}', 3),
+        ('{"error":"field type conflict"}', None),
+    ],
+)
+def test_dropped_count_reads_how_many_points_a_partial_write_dropped(body, count):
+    """Test that the dropped=N of 1.x and 2.x answers is read, None when absent."""
+    assert dropped_count(body) == count
+
+
+@pytest.mark.parametrize(
+    ("line", "facts"),
+    [
+        (
+            "meter,device=m1 energy=101.5 1717200000000000000",
+            LineFacts("meter", {"energy": "float"}, 1717200000000000000),
+        ),
+        (
+            'm a=1i,b=2u,c=t,d=FALSE,e="",f=-1.5e3,g=.5,h=-7',
+            LineFacts(
+                "m",
+                {
+                    "a": "integer",
+                    "b": "unsigned",
+                    "c": "boolean",
+                    "d": "boolean",
+                    "e": "string",
+                    "f": "float",
+                    "g": "float",
+                    "h": "float",
+                },
+                None,
+            ),
+        ),
+        # Escaped space, comma and equals sign in names; commas, spaces,
+        # equals signs and escaped quotes inside a string value.
+        (
+            'e\\ x,t=a\\ b\\,c f\\ \\,\\=k=1.5,s="q \\"x\\" , y=1",n=2i -5',
+            LineFacts("e x", {"f ,=k": "float", "s": "string", "n": "integer"}, -5),
+        ),
+        ('m v="ends in a backslash\\\\" 5', LineFacts("m", {"v": "string"}, 5)),
+    ],
+)
+def test_read_line_reads_field_types_through_escapes(line, facts):
+    """Test that each field's line-protocol type is read, escapes honoured."""
+    assert read_line(line) == facts
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "m,d=2 v= 2",
+        'm,d=4 v="x 4',
+        'm v="escaped quote at the end\\"',
+        "m",
+        "m v=1,",
+        "m v=nan",
+        "m v=1 soon",
+        "m,=x v=1",
+        "m,k= v=1",
+        "m,k v=1",
+        " v=1",
+    ],
+)
+def test_read_line_refuses_what_influxdb_cannot_parse(line):
+    """Test that a malformed line reads as None, so no refusal is pinned on it."""
+    assert read_line(line) is None
 
 
 @pytest.mark.parametrize(

@@ -375,6 +375,39 @@ async def test_batcher_sends_a_422_partial_write_once_and_keeps_only_the_conflic
     assert "type integer" in warning and "type float" in warning
 
 
+def v2_conflict(field: str, dropped: int) -> PointsRejected:
+    """Return InfluxDB 2.x's 422 for a float sent to an integer field of "meter"."""
+    body = (
+        '{"code":"unprocessable entity","message":"failure writing points to '
+        f'database: partial write: field type conflict: input field \\"{field}\\" '
+        'on measurement \\"meter\\" is type float, already exists as type integer '
+        f'dropped={dropped}"}}'
+    )
+    return PointsRejected("partial", status=422, body=body)
+
+
+async def test_batcher_sends_the_unnamed_lines_again_until_the_count_is_made_up(
+    harness,
+):
+    """Test that a 422 naming one conflict of two sends the other lines once more."""
+    lines = [
+        "meter,device=m1 energy=101.5 1717200000000000000",
+        "meter,device=m2 power=230.5 1717200000000000000",
+        "meter,device=m3 voltage=229.9 1717200000000000000",
+    ]
+    answers = [v2_conflict("energy", 2), v2_conflict("power", 1)]
+    h = harness(ScriptedSink(lambda _: answers.pop(0)), batch_size=3)
+
+    async with h.running() as writer:
+        await writer.add(lines)
+        assert await wait_until(lambda: h.writer.buffered == 0 and len(h.dead()) == 2)
+
+    assert h.sink.requests == [lines, lines[1:]]
+    assert [entry["payload"] for entry in h.dead()] == lines[:2]
+    assert h.stats.points_written == 1
+    assert h.stats.points_rejected == {"field_type_conflict": 2}
+
+
 async def test_batcher_keeps_apart_only_the_quoted_lines_of_a_v1_parse_error(harness):
     """Test that a 1.x partial write naming unparsable lines rejects only those."""
     lines = ["m,d=1 v=1 1", "m,d=2 v= 2", "m,d=3 v=3 3", 'm,d=4 v="x 4']

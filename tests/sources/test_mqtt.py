@@ -324,7 +324,8 @@ async def test_subscriber_stores_a_reading_with_each_protocol_version(
         (ts_ms * MS, "rg-proto-01", 87.5)
     ]
     # The broker saw the version asked for: gmqtt did not quietly downgrade.
-    assert connected_as(broker, config.mqtt.client_id) == [f"{seen_by_broker}, c1"]
+    # The default keeps the session (clean start off).
+    assert connected_as(broker, config.mqtt.client_id) == [f"{seen_by_broker}, c0"]
 
 
 async def test_subscriber_stores_readings_with_the_right_credentials(
