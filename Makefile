@@ -35,6 +35,9 @@ test: setup services
 
 bench: setup services
 	$(BIN)/python bench/mqtt_clients.py
+	$(BIN)/python bench/encode.py
+	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/decode.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

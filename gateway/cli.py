@@ -363,6 +363,12 @@ def _print_summary_line(
         line += f" ({reasons})"
     if stats.fields_rejected:
         line += f"  values left out {sum(stats.fields_rejected.values()):,}"
+    refused = sum(stats.points_rejected.values())
+    if refused:
+        line += f"  refused by InfluxDB {refused:,}"
+    flagged = sum(stats.readings_flagged.values())
+    if flagged:
+        line += f"  flagged {flagged:,}"
     console.print(line, soft_wrap=True)
     return now, stats.messages_received
 
