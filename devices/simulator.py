@@ -1,4 +1,10 @@
-"""Simulated Depok river gauges, rain gauges and air-quality stations on MQTT."""
+"""Simulated Depok river gauges, rain gauges and air-quality stations on MQTT.
+
+On request one more river gauge, `rg-faulty-01`, misbehaves as field devices
+do: between good readings it now and then sends a bad payload, one of
+`FAULT_KINDS` in turn, so that the gateway's dead-letter store has something
+to show.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from devices.link import FleetLink
 
 __all__ = [
     "DEVICE_TYPES",
+    "FAULT_KINDS",
+    "FAULTY_DEVICE_ID",
     "SimulatedDevice",
     "SimulationOptions",
     "list_devices",
@@ -44,6 +52,22 @@ TIP_MM = 0.2  # rain per tip of the gauge's bucket
 RIVER_BASE_LEVEL_CM = 130.0  # normal at Pos Depok is below 200 cm
 RIVER_STORM_RISE_CM = 200.0
 RATING_M3S_PER_M2 = 9.0  # flow = k * level², a simple rating curve
+# The misbehaving gauge and what it sends now and then instead of a reading: a
+# payload cut off by a radio glitch, the level as text with its unit, NaN from
+# a failed sensor, a clock back in 1970, bytes that are not text at all, and a
+# level the river gauge profile calls impossible.
+FAULTY_DEVICE_ID = "rg-faulty-01"
+FAULTY_SITE = "Ciliwung, Cimanggis"
+FAULT_KINDS = (
+    "truncated",
+    "level_with_unit",
+    "nan_level",
+    "clock_not_set",
+    "garbage",
+    "impossible_level",
+)
+MIN_FAULTY_EVERY_REPORTS = 2  # at least every other report is a good reading
+IMPOSSIBLE_LEVEL_CM = -5000.0  # the profile's possible range starts at 0 cm
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,9 @@ class SimulationOptions:
     rain_event: bool = True  # simulate a storm raising the rivers
     username: str | None = None
     password: str | None = None
+    # Add the river gauge FAULTY_DEVICE_ID, sending a bad payload about this
+    # often (at least every other report is good); None: no faulty gauge.
+    faulty_every_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.device_types or not set(self.device_types) <= set(DEVICE_TYPES):
@@ -70,6 +97,15 @@ class SimulationOptions:
             raise ValueError("need devices_per_type >= 1 and interval_s > 0")
         if self.qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {self.qos}")
+        if self.faulty_every_s is not None and not self.faulty_every_s > 0:
+            raise ValueError(f"faulty_every_s must be > 0, got {self.faulty_every_s}")
+
+    def faulty_every_reports(self) -> int:
+        """Return every how many reports the faulty gauge sends a bad payload."""
+        if self.faulty_every_s is None:
+            return 0
+        reports = round(self.faulty_every_s / self.interval_s)
+        return max(MIN_FAULTY_EVERY_REPORTS, reports)
 
 
 @dataclass(frozen=True)
@@ -86,6 +122,7 @@ class SimulatedDevice:
     link_rssi_dbm: float
     storm_start_s: float | None  # epoch seconds when rain starts here; None: dry
     report_interval_s: float
+    faulty_every_reports: int = 0  # one report in this many is bad; 0: none
 
     def reading(self, at_s: float) -> dict[str, Any]:
         """Return the payload this device sends at epoch time `at_s`, as a dict."""
@@ -94,9 +131,33 @@ class SimulatedDevice:
         rng = random.Random(f"{self.seed}:{self.device_id}:{ts_ms}")
         return {"ts": ts_ms, **_READINGS[self.device_type](self, at_s, rng)}
 
-    def payload(self, at_s: float) -> bytes:
-        """Return the JSON payload this device sends at epoch time `at_s`."""
-        return orjson.dumps(self.reading(at_s))
+    def payload(self, at_s: float, report: int = 0) -> bytes:
+        """Return the payload this device sends at epoch time `at_s`.
+
+        Args:
+            report: which report of this device it is, counted from 0; only a
+                faulty device's payload depends on it.
+        """
+        reading = self.reading(at_s)
+        kind = self.fault(report)
+        if kind is None:
+            return orjson.dumps(reading)
+        rng = random.Random(f"{self.seed}:{self.device_id}:{reading['ts']}:{kind}")
+        return _FAULTS[kind](reading, rng)
+
+    def fault(self, report: int) -> str | None:
+        """Return the kind of bad payload sent as report number `report`, or None.
+
+        Each cycle of len(FAULT_KINDS) bad payloads has every kind once, in an
+        order drawn from the seed.
+        """
+        every = self.faulty_every_reports
+        if not every or report % every != every - 1:
+            return None
+        cycle, turn = divmod(report // every, len(FAULT_KINDS))
+        kinds = list(FAULT_KINDS)
+        random.Random(f"{self.seed}:{self.device_id}:faults:{cycle}").shuffle(kinds)
+        return kinds[turn]
 
     def since_storm_s(self, at_s: float) -> float:
         """Return seconds since rain started here (negative before, -inf if dry)."""
@@ -183,27 +244,48 @@ def list_devices(
             place, site = fleet.places[index % len(fleet.places)]
             counts[place] = counts.get(place, 0) + 1
             device_id = f"{fleet.id_prefix}-{place}-{counts[place]:02d}"
-            rng = random.Random(f"{options.seed}:{device_id}")
-            scale, rssi_dbm = rng.uniform(0.7, 1.3), rng.uniform(-95.0, -60.0)
-            storm_start_s = start_s + options.interval_s * (
-                STORM_START_REPORTS + rng.uniform(0, STORM_SPREAD_REPORTS)
+            devices.append(_device(options, device_type, device_id, site, start_s))
+    if options.faulty_every_s is not None:
+        devices.append(
+            _device(
+                options,
+                "river_gauge",
+                FAULTY_DEVICE_ID,
+                FAULTY_SITE,
+                start_s,
+                options.faulty_every_reports(),
             )
-            devices.append(
-                SimulatedDevice(
-                    device_id=device_id,
-                    device_type=device_type,
-                    agency=fleet.agency,
-                    site=site,
-                    topic=f"{options.topic_prefix}/{fleet.agency}/{device_type}/"
-                    f"{device_id}/telemetry",
-                    seed=options.seed,
-                    scale=scale,
-                    link_rssi_dbm=rssi_dbm,
-                    storm_start_s=storm_start_s if options.rain_event else None,
-                    report_interval_s=options.interval_s,
-                )
-            )
+        )
     return devices
+
+
+def _device(
+    options: SimulationOptions,
+    device_type: str,
+    device_id: str,
+    site: str,
+    start_s: float,
+    faulty_every_reports: int = 0,
+) -> SimulatedDevice:
+    agency = _FLEETS[device_type].agency
+    rng = random.Random(f"{options.seed}:{device_id}")
+    scale, rssi_dbm = rng.uniform(0.7, 1.3), rng.uniform(-95.0, -60.0)
+    storm_start_s = start_s + options.interval_s * (
+        STORM_START_REPORTS + rng.uniform(0, STORM_SPREAD_REPORTS)
+    )
+    return SimulatedDevice(
+        device_id=device_id,
+        device_type=device_type,
+        agency=agency,
+        site=site,
+        topic=f"{options.topic_prefix}/{agency}/{device_type}/{device_id}/telemetry",
+        seed=options.seed,
+        scale=scale,
+        link_rssi_dbm=rssi_dbm,
+        storm_start_s=storm_start_s if options.rain_event else None,
+        report_interval_s=options.interval_s,
+        faulty_every_reports=faulty_every_reports,
+    )
 
 
 def _river(device: SimulatedDevice, at_s: float, rng: random.Random) -> Reading:
@@ -267,6 +349,53 @@ _READINGS: dict[str, Callable[[SimulatedDevice, float, random.Random], Reading]]
 }
 
 
+def _truncated(reading: Reading, rng: random.Random) -> bytes:
+    # A radio glitch cuts the frame short; no proper prefix of a JSON object
+    # is valid JSON, so any cut after the first third will do.
+    whole = orjson.dumps(reading)
+    return whole[: rng.randint(len(whole) // 3, len(whole) - 1)]
+
+
+def _level_with_unit(reading: Reading, rng: random.Random) -> bytes:
+    # Firmware that formats the level for its display sends the text.
+    level = f"{reading['water_level_cm']:.0f} cm"
+    return orjson.dumps(reading | {"water_level_cm": level})
+
+
+def _nan_level(reading: Reading, rng: random.Random) -> bytes:
+    # A failed sensor, written as Python's json.dumps writes it; orjson writes
+    # no NaN, so the token goes in by hand.
+    text = orjson.dumps(reading | {"water_level_cm": None})
+    return text.replace(b'"water_level_cm":null', b'"water_level_cm":NaN')
+
+
+def _clock_not_set(reading: Reading, rng: random.Random) -> bytes:
+    # After a power cut without a clock battery, the logger counts seconds
+    # from 1970 again until it next hears the network's time.
+    return orjson.dumps(reading | {"ts": rng.randint(1_000, 99_999)})
+
+
+def _garbage(reading: Reading, rng: random.Random) -> bytes:
+    # Line noise, or a binary frame sent to the JSON topic; 0xFF never
+    # starts UTF-8 text.
+    return b"\xff" + rng.randbytes(rng.randint(8, 40))
+
+
+def _impossible_level(reading: Reading, rng: random.Random) -> bytes:
+    # A pressure sensor lifted out of the water with a wrong offset.
+    return orjson.dumps(reading | {"water_level_cm": IMPOSSIBLE_LEVEL_CM})
+
+
+_FAULTS: dict[str, Callable[[Reading, random.Random], bytes]] = {
+    "truncated": _truncated,
+    "level_with_unit": _level_with_unit,
+    "nan_level": _nan_level,
+    "clock_not_set": _clock_not_set,
+    "garbage": _garbage,
+    "impossible_level": _impossible_level,
+}
+
+
 def _tips(peak_mm_h: float, since_s: float, rain_s: float) -> int:
     rain_mm = weather.rain_since_start_mm(peak_mm_h, since_s, rain_s)
     # The small epsilon keeps a whole number of tips from flooring one short.
@@ -291,7 +420,7 @@ async def run_simulation(
         options.host, options.port, options.qos, options.username, options.password
     )
     keeper = asyncio.create_task(link.keep_connected(), name="devices.simulator.mqtt")
-    published = skipped = 0
+    published = skipped = faulty = 0
     try:
         await _first_connection(link, keeper)
         devices = list_devices(options)
@@ -310,11 +439,13 @@ async def run_simulation(
                 continue
             await asyncio.sleep(max(0.0, wait_s))
             device = devices[index]
-            payload = device.payload(time.time())
+            # Every device reports once a round, so the round is its report.
+            payload = device.payload(time.time(), rounds)
             if not link.publish(device.topic, payload):
                 skipped += 1
                 continue
             published += 1
+            faulty += device.fault(rounds) is not None
             if on_publish is not None:
                 on_publish(device.topic, payload)
         await asyncio.sleep(max(0.0, started + (options.duration_s or 0) - loop.time()))
@@ -324,8 +455,10 @@ async def run_simulation(
         await asyncio.wait({keeper})
         await link.close()
         logger.info(
-            "Published %d readings; skipped %d (broker away or running late)",
+            "Published %d readings, %d of them bad on purpose; skipped %d "
+            "(broker away or running late)",
             published,
+            faulty,
             skipped,
         )
 

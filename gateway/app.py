@@ -123,6 +123,19 @@ class Gateway:
             # for the route that takes the message is the one we keep.
             self.stats.messages_duplicate += 1
             return
+        size = len(message.payload)
+        if size > self.config.mqtt.max_payload_bytes and not excluded:
+            # Under MQTT 5 the broker drops most of these for us (maximum
+            # packet size); 3.1.1 cannot ask it to. The dead-letter store keeps
+            # at most the first 256 KiB of the payload, flagged truncated.
+            self._reject_message(
+                message,
+                route,
+                "too_large",
+                f"payload is {size} bytes; mqtt.max_payload_bytes is "
+                f"{self.config.mqtt.max_payload_bytes}",
+            )
+            return
         try:
             lines = self._decode(message, route, excluded)
         except Exception as exc:

@@ -135,9 +135,23 @@ def simulate(
     rain: Annotated[
         bool, typer.Option(help="Simulate a storm raising the rivers.")
     ] = True,
+    faulty_every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Add the river gauge rg-faulty-01, which sends a bad payload "
+            "(cut off, text, NaN, clock unset, garbage, impossible) about this "
+            "often, in seconds.",
+        ),
+    ] = None,
 ) -> None:
     """Publish readings from simulated river, rain and air-quality devices."""
-    from devices.simulator import SimulationOptions, list_devices, run_simulation
+    from devices.simulator import (
+        FAULTY_DEVICE_ID,
+        SimulationOptions,
+        list_devices,
+        run_simulation,
+    )
 
     _setup_logging("info")
     options = SimulationOptions(
@@ -149,12 +163,18 @@ def simulate(
         topic_prefix=topic_prefix,
         seed=seed,
         rain_event=rain,
+        faulty_every_s=faulty_every,
     )
     fleet = list_devices(options)
     console.print(
         f"Simulating {len(fleet)} devices on {host}:{port}, one reading each every "
         f"{interval:g} s"
     )
+    if faulty_every is not None:
+        console.print(
+            f"{FAULTY_DEVICE_ID} sends a bad payload about every "
+            f"{options.faulty_every_reports() * interval:g} s"
+        )
     published = 0
 
     def count(topic: str, payload: bytes) -> None:

@@ -183,6 +183,12 @@ class MqttConfig(_Section):
     reconnect_max_s: DelaySeconds = Field(
         60.0, description="Longest reconnect delay, seconds"
     )
+    # 268,435,455 is MQTT's largest remaining length: no payload is longer.
+    max_payload_bytes: Annotated[int, Field(ge=1, le=268_435_455)] = Field(
+        1024 * 1024,
+        description="Largest payload the gateway takes, bytes; larger messages "
+        "are refused as too_large (MQTT 5: the broker drops them instead)",
+    )
     tls: TlsConfig = TlsConfig()
 
     @field_validator("protocol", mode="before")

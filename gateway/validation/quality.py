@@ -115,6 +115,7 @@ FLAGS_SUFFIX = "_flags"
 DEVICE_TIME_FIELD = "device_time_ns"
 RANGE, SPIKE, RATE, FLATLINE, CLOCK = "range", "spike", "rate", "flatline", "clock"
 FLAG_BITS = {RANGE: 1, SPIKE: 2, RATE: 4, FLATLINE: 8, CLOCK: 16}
+WRONG_TYPE = "wrong_type"
 IMPOSSIBLE_VALUE = "impossible_value"
 RESERVED_FIELD = "reserved_field"
 
@@ -218,8 +219,15 @@ class QualityChecker:
         rule_of = rules.fields.get
         for name, value in point.fields.items():
             rule = rule_of(name)
-            # Text and booleans are left to the decoder's type rules.
-            if rule is None or isinstance(value, str | bool):
+            if rule is None:
+                continue
+            if isinstance(value, str | bool):
+                # The profile gives this field a numeric range. Text such as
+                # "182 cm" would make InfluxDB refuse the whole point (field
+                # type conflict), or, first in a new shard, turn the field into
+                # text and refuse every good reading after it.
+                del fields[name]
+                rejected.append(_not_a_number(rule, value))
                 continue
             if not rule.low <= value <= rule.high:
                 del fields[name]
@@ -452,6 +460,14 @@ def _is_flatline(
         return False
     return (
         time_ns - state.run_start_ns > flatline_ns and value not in rule.flatline_except
+    )
+
+
+def _not_a_number(rule: _FieldRule, value: str | bool) -> FieldReject:
+    return FieldReject(
+        rule.name,
+        WRONG_TYPE,
+        f"{value!r:.64} is not a number; the profile expects {rule.unit or 'a number'}",
     )
 
 

@@ -198,7 +198,6 @@ def test_json_decoder_refuses_non_object_payload(payload, kind):
         b"\xff\xfe\x00garbage",
         b'{"status": "\xff\xfe"}',
         b'{"status": "\\ud800"}',
-        b'\xef\xbb\xbf{"a": 1}',
     ],
 )
 def test_json_decoder_refuses_invalid_json(payload):
@@ -476,7 +475,6 @@ def test_json_decoder_refuses_object_of_only_non_finite_values():
     [
         b'{"t": NaN',
         b'{"t": NaN, "s": "\\ud800"}',
-        b'{"t": NaN, "big": 100000000000000000000000}',
         b'{"t": nanx}',
         b'{"t": NaN, "u": undefined}',
         b'{"t": NaN, "s": "\xff"}',

@@ -240,7 +240,7 @@ async def test_partial_write_keeps_an_unparsable_line_a_conflict_answer_hides(
         outcome.warnings[:1], [("energy", "mx", "integer", 1, "float")]
     )
     assert outcome.warnings[1].startswith(
-        "InfluxDB v1 at http://127.0.0.1:18086 "
+        f"InfluxDB v1 at {influx_v1.url} "
         f"(database {influx_v1.database}) refused 1 point(s) (unparsable_line): "
         "partial write: unable to parse 'mx,room=a2 power= "
     )
@@ -298,7 +298,7 @@ async def test_partial_write_stops_after_the_request_limit_and_keeps_the_rest(
     assert lines[-1] in left
     assert len(outcome.warnings) == 9
     assert outcome.warnings[-1].startswith(
-        "InfluxDB v1 at http://127.0.0.1:18086 "
+        f"InfluxDB v1 at {influx_v1.url} "
         f"(database {influx_v1.database}) refused points it did not name "
         "(partial write: field type conflict: input field "
     )

@@ -428,13 +428,19 @@ def test_check_reserved_field_from_device_left_out(checker):
     ]
 
 
-def test_check_text_and_boolean_values_not_judged(checker):
-    """Test that a profiled field sent as text or a boolean is passed on as is."""
-    result = checker.check(_river(water_level_cm="high", flow_m3s=True), T0)
+def test_check_text_and_boolean_values_in_numeric_fields_refused(checker):
+    """Test that a profiled field sent as text or a boolean is left out alone."""
+    result = checker.check(
+        _river(water_level_cm="high", flow_m3s=True, rssi_dbm=-70.0), T0
+    )
 
-    assert result.point.fields["water_level_cm"] == "high"
-    assert result.point.fields["flow_m3s"] is True
-    assert result.rejected_fields == result.flags == ()
+    assert "water_level_cm" not in result.point.fields
+    assert "flow_m3s" not in result.point.fields
+    assert result.point.fields["rssi_dbm"] == -70.0
+    assert sorted((r.field, r.reason) for r in result.rejected_fields) == [
+        ("flow_m3s", "wrong_type"),
+        ("water_level_cm", "wrong_type"),
+    ]
 
 
 def test_check_integer_values_judged(checker):
@@ -533,3 +539,28 @@ def test_check_simulated_fleet_at_report_interval_unflagged(device_type):
                 flagged.append((device.device_id, index, result))
 
     assert flagged == []
+
+
+def test_quality_checker_refuses_text_in_a_numeric_profile_field():
+    """Test that "182 cm" in a field with a numeric range is left out alone."""
+    from devices.profiles import load_profiles
+    from gateway.points import Point
+    from gateway.validation import QualityChecker
+
+    checker = QualityChecker(load_profiles())
+    now = 1_717_200_000_000_000_000
+    point = Point(
+        "river_gauge",
+        {"device_type": "river_gauge", "device_id": "rg-faulty-01"},
+        {"water_level_cm": "182 cm", "flow_m3s": 3.2},
+        now,
+    )
+
+    result = checker.check(point, now)
+
+    assert result.point is not None
+    assert "water_level_cm" not in result.point.fields
+    assert result.point.fields["flow_m3s"] == 3.2
+    assert [(r.field, r.reason) for r in result.rejected_fields] == [
+        ("water_level_cm", "wrong_type")
+    ]
