@@ -30,7 +30,7 @@ from gateway.sources import MqttMessage, MqttSubscriber
 from gateway.stats import GatewayStats
 from gateway.validation import QualityChecker, load_quality_profiles
 
-__all__ = ["Gateway", "build_routes"]
+__all__ = ["Gateway", "build_quality_checker", "build_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.routes = build_routes(config, source)
-        self.quality = _quality_checker(config, source)
+        self.quality = build_quality_checker(config, source)
         self.stats = GatewayStats()
         dead = config.dead_letters
         self.dead_letters = DeadLetterStore(dead.path, dead.max_bytes, dead.max_files)
@@ -287,7 +287,10 @@ def _is_extra_copy(message: MqttMessage, route_index: int) -> bool:
     )
 
 
-def _quality_checker(config: GatewayConfig, source: str) -> QualityChecker | None:
+def build_quality_checker(
+    config: GatewayConfig, source: str = ""
+) -> QualityChecker | None:
+    """Return the profile checks the configuration asks for, or None if off."""
     quality = config.quality
     if not quality.enabled:
         return None

@@ -29,7 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from gateway.app import Gateway, build_routes
+from gateway.app import Gateway, build_quality_checker, build_routes
 from gateway.config import GatewayConfig, load_config
 from gateway.deadletters import (
     DeadLetter,
@@ -591,7 +591,8 @@ async def _replay(
     if not selected:
         output.print("Nothing to replay")
         return 0
-    outcomes = [prepare_replay(entry, routes) for entry in selected]
+    quality = build_quality_checker(settings)
+    outcomes = [prepare_replay(entry, routes, quality) for entry in selected]
     failed = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failed:
         _print_outcome(outcome, dry_run)

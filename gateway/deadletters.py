@@ -603,8 +603,14 @@ def find_entry(entries: Iterable[DeadLetter], wanted: str) -> DeadLetter:
     raise LookupError(f"{len(matches)} dead letters have ids starting {wanted!r}")
 
 
-def prepare_replay(entry: DeadLetter, routes: Sequence[Route]) -> ReplayOutcome:
-    """Decode an entry again under the current routes, without writing anything."""
+def prepare_replay(
+    entry: DeadLetter, routes: Sequence[Route], quality: Any = None
+) -> ReplayOutcome:
+    """Decode an entry again under the current routes, without writing anything.
+
+    `quality` (a gateway.validation.QualityChecker, or None) checks the points
+    as the live pipeline does, so a replay never stores what it would refuse.
+    """
     if entry.kind == "point":
         line = (entry.payload or b"").decode("utf-8", "replace")
         if entry.payload_truncated or not line:
@@ -617,11 +623,16 @@ def prepare_replay(entry: DeadLetter, routes: Sequence[Route]) -> ReplayOutcome:
             detail=f"only the first {MAX_KEPT_PAYLOAD_BYTES} bytes were kept",
         )
     message = entry.message()
-    route = next((r for r in routes if r.accepts(message.topic)), None)
+    # As the live gateway routes: the first subscription that covers the
+    # topic and does not exclude it.
+    topic = message.topic
+    route = next(
+        (r for r in routes if r.accepts(topic) and not r.excludes(topic)), None
+    )
     if route is None:
+        if any(r.accepts(topic) for r in routes):
+            return ReplayOutcome(entry, note="topic is excluded now; nothing to store")
         return ReplayOutcome(entry, reason="unmatched_topic", detail="no subscription")
-    if route.excludes(message.topic):
-        return ReplayOutcome(entry, note="topic is excluded now; nothing to store")
     try:
         decoded = route.decode(message)
     except PayloadError as exc:
@@ -630,6 +641,14 @@ def prepare_replay(entry: DeadLetter, routes: Sequence[Route]) -> ReplayOutcome:
         return ReplayOutcome(
             entry, reason="decoder_error", detail=f"{type(exc).__name__}: {exc}"
         )
+    if quality is not None:
+        checked_points = []
+        for point in decoded.points:
+            checked = quality.check(point, message.received_ns)
+            decoded.rejected_fields.extend(checked.rejected_fields)
+            if checked.point is not None:
+                checked_points.append(checked.point)
+        decoded.points = checked_points
     points = decoded.points
     note = _left_out_note(decoded.rejected_fields)
     if entry.kind == "field":

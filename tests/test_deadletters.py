@@ -478,3 +478,32 @@ async def test_gateway_names_no_decoder_for_a_message_no_route_takes(gateway_con
         "none",
         "elsewhere/x",
     )
+
+
+async def test_replay_applies_the_profile_checks_as_the_live_gateway_does(
+    gateway_config, topic_prefix
+):
+    """Test that replaying an impossible reading still leaves that value out."""
+    from gateway.app import Gateway, build_quality_checker
+    from gateway.deadletters import prepare_replay
+
+    config = gateway_config(quality={"enabled": True})
+    gateway = Gateway(config)
+    message = MqttMessage(
+        f"{topic_prefix}/dinas-pupr/river_gauge/rg-faulty-01/telemetry",
+        orjson.dumps({"water_level_cm": -5000.0, "flow_m3s": 3.2}),
+        qos=1,
+        retain=False,
+        received_ns=time.time_ns(),
+    )
+    await gateway.handle_message(message)
+    gateway.dead_letters.close()
+    [entry], _ = read_entries(config.dead_letters.path)
+
+    unchecked = prepare_replay(entry, gateway.routes)
+    checked = prepare_replay(entry, gateway.routes, build_quality_checker(config))
+
+    assert entry.reason == "impossible_value"
+    assert unchecked.ok  # without the checks the bad value would be stored
+    assert not checked.ok
+    assert checked.reason == "impossible_value"
