@@ -98,13 +98,20 @@ class InfluxV1:
         )
 
     async def wait_for_rows(self, measurement: str, count: int) -> list[dict[str, Any]]:
-        """Poll until a measurement has at least `count` rows, or time out."""
+        """Poll until a measurement has at least `count` rows, or time out.
+
+        InfluxDB 1.x stores a point's fields one by one, so a query that runs
+        while a write is being applied can see a row with only some of its
+        fields. Rows are returned once two reads in a row agree.
+        """
         deadline = time.monotonic() + WAIT_S
         rows: list[dict[str, Any]] = []
+        previous: list[dict[str, Any]] | None = None
         while time.monotonic() < deadline:
             rows = self.rows(measurement)
-            if len(rows) >= count:
+            if len(rows) >= count and rows == previous:
                 return rows
+            previous = rows if len(rows) >= count else None
             await asyncio.sleep(0.1)
         return rows
 
