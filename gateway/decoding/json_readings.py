@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from gateway.decoding.base import Decoded
 from gateway.decoding.options import DecoderOptions
-from gateway.decoding.values import MAX_NESTING_DEPTH, load_json
-from gateway.errors import PayloadError
+from gateway.decoding.values import MAX_NESTING_DEPTH, load_json_object
 from gateway.sources.mqtt import MqttMessage
 
 __all__ = ["MAX_NESTING_DEPTH", "JsonDecoder"]
@@ -34,11 +33,7 @@ class JsonDecoder:
         field: str = "value",
     ) -> Decoded:
         """Decode one message into a point, or raise PayloadError."""
-        document = load_json(message.payload, message.topic)
-        if not isinstance(document, dict):
-            raise PayloadError(
-                "not_an_object",
-                f"expected a JSON object of readings, got {type(document).__name__}",
-                topic=message.topic,
-            )
+        document = load_json_object(
+            message.payload, message.topic, "a JSON object of readings"
+        )
         return self._options.object_point(document, message, measurement, tags)

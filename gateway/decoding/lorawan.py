@@ -88,7 +88,12 @@ from typing import Any
 
 from gateway.decoding.base import Decoded, FieldReject
 from gateway.decoding.options import DecoderOptions
-from gateway.decoding.values import FieldTyper, flatten, get_path, load_json
+from gateway.decoding.values import (
+    FieldTyper,
+    flatten,
+    get_path,
+    load_json_object,
+)
 from gateway.errors import PayloadError
 from gateway.logutil import RateLimitedLogger
 from gateway.points import FieldValue, Point
@@ -192,14 +197,9 @@ class _NetworkServerDecoder:
         self._time_warnings = RateLimitedLogger(logger, TIME_WARNING_INTERVAL_S)
 
     def _load(self, message: MqttMessage) -> dict[str, Any]:
-        document = load_json(message.payload, message.topic)
-        if not isinstance(document, dict):
-            raise PayloadError(
-                "not_an_object",
-                f"expected a {self.network} JSON object, got {type(document).__name__}",
-                topic=message.topic,
-            )
-        return document
+        return load_json_object(
+            message.payload, message.topic, f"a {self.network} JSON object"
+        )
 
     def _point(
         self,

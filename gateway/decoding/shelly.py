@@ -32,7 +32,7 @@ from typing import Any
 
 from gateway.decoding.base import Decoded, FieldReject
 from gateway.decoding.options import DecoderOptions
-from gateway.decoding.values import flatten, get_path, load_json
+from gateway.decoding.values import flatten, get_path, load_json, load_json_object
 from gateway.errors import PayloadError
 from gateway.points import Point
 from gateway.sources.mqtt import MqttMessage
@@ -84,13 +84,9 @@ class ShellyStatusDecoder:
         if not_status:
             logger.debug("Shelly %s on %r, nothing stored", not_status, message.topic)
             return Decoded()
-        document = load_json(message.payload, message.topic)
-        if not isinstance(document, dict):
-            raise PayloadError(
-                "not_an_object",
-                f"expected a component status object, got {type(document).__name__}",
-                topic=message.topic,
-            )
+        document = load_json_object(
+            message.payload, message.topic, "a component status object"
+        )
         return self._options.object_point(
             document,
             message,

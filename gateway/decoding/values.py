@@ -47,6 +47,7 @@ __all__ = [
     "flatten",
     "get_path",
     "load_json",
+    "load_json_object",
 ]
 
 KEY_SEPARATOR = "_"
@@ -125,6 +126,22 @@ def load_json(payload: bytes, topic: str) -> Any:
     except PayloadError:
         # The stdlib nests less deeply than orjson; keep what orjson read.
         return document
+
+
+def load_json_object(payload: bytes, topic: str, what: str) -> dict[str, Any]:
+    """Parse a JSON payload that must be an object; `what` names it in the error.
+
+    Raises PayloadError("not_an_object", "expected <what>, got <type>") for any
+    other JSON value, and whatever load_json raises.
+    """
+    document = load_json(payload, topic)
+    if not isinstance(document, dict):
+        raise PayloadError(
+            "not_an_object",
+            f"expected {what}, got {type(document).__name__}",
+            topic=topic,
+        )
+    return document
 
 
 def get_path(document: Any, path: str) -> Any:

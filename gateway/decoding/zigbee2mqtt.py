@@ -29,8 +29,7 @@ import logging
 
 from gateway.decoding.base import Decoded
 from gateway.decoding.options import DecoderOptions
-from gateway.decoding.values import load_json
-from gateway.errors import PayloadError
+from gateway.decoding.values import load_json_object
 from gateway.sources.mqtt import MqttMessage
 
 __all__ = ["Zigbee2MqttDecoder"]
@@ -71,14 +70,9 @@ class Zigbee2MqttDecoder:
                 "Zigbee2MQTT %s on %r, nothing stored", not_state, message.topic
             )
             return Decoded()
-        document = load_json(message.payload, message.topic)
-        if not isinstance(document, dict):
-            raise PayloadError(
-                "not_an_object",
-                "expected a JSON object of device state, got "
-                f"{type(document).__name__}",
-                topic=message.topic,
-            )
+        document = load_json_object(
+            message.payload, message.topic, "a JSON object of device state"
+        )
 
         all_tags = dict(tags)
         # Known limitation: the base topic is taken to be one level. With a base
