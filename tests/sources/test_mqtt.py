@@ -788,3 +788,65 @@ def test_gmqtt_still_hands_incoming_qos_messages_to_the_methods_we_replace():
         method = getattr(MqttPackageHandler, name)
         parameters = list(inspect.signature(method).parameters)
         assert parameters == ["self", "mid", "reason_code"]
+
+
+async def test_subscriber_holds_at_most_max_inflight_messages_in_hand(
+    gateway_config, topic_prefix, tmp_path
+):
+    """Test that however many messages the broker sends past our Receive
+    Maximum (Mosquitto 2.0.11 sends thousands more), no more than
+    max_inflight handlers run at once: the socket is not read meanwhile."""
+    from gateway.sources import mqtt as mqtt_module
+    from gateway.sources.mqtt import MqttMessage, MqttSubscriber
+    from tests.test_broker_config import _broker_config
+
+    directory = tmp_path / "broker"
+    port = free_port()
+    broker = PrivateService(
+        "Mosquitto",
+        ["mosquitto", "-c", str(_broker_config(directory, port, shipped=True))],
+        port,
+        directory / "broker.log",
+    )
+    await broker.start()
+    max_inflight = 100
+    mqtt = gateway_config(mqtt={"port": port, "max_inflight": max_inflight}).mqtt
+    running = peak = handled = 0
+    release = asyncio.Event()
+
+    async def slow_store(message: MqttMessage) -> None:
+        nonlocal running, peak, handled
+        running += 1
+        peak = max(peak, running)
+        await release.wait()  # stored in batches, as the writer does
+        running -= 1
+        handled += 1
+
+    async def store_in_batches() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            release.set()
+            await asyncio.sleep(0)
+            release.clear()
+
+    subscriber = MqttSubscriber(mqtt, [(f"{topic_prefix}/#", 1)], slow_store)
+    task = asyncio.create_task(subscriber.run())
+    batches = asyncio.create_task(store_in_batches())
+    try:
+        await asyncio.wait_for(subscriber.subscribed.wait(), WAIT_S)
+        burst = "\n".join(str(n) for n in range(5000)) + "\n"
+        publisher = await asyncio.create_subprocess_exec(
+            "mosquitto_pub", "-p", str(port), "-q", "1", "-t", f"{topic_prefix}/x",
+            "-l", stdin=subprocess.PIPE,
+        )
+        await publisher.communicate(burst.encode())
+        assert await wait_until(lambda: handled == 5000, timeout_s=WAIT_S * 3)
+    finally:
+        batches.cancel()
+        await subscriber.stop()
+        task.cancel()
+        await asyncio.gather(task, batches, return_exceptions=True)
+        await broker.stop()
+
+    assert peak <= max_inflight + mqtt_module.PACKETS_PER_ROOM_CHECK
+    assert subscriber.reading_held_back > 0
