@@ -62,6 +62,7 @@ __all__ = [
     "InfluxConfig",
     "MqttConfig",
     "QualityConfig",
+    "RegistryConfig",
     "SubscriptionConfig",
     "TlsConfig",
     "load_config",
@@ -493,6 +494,62 @@ class DeadLetterConfig(_Section):
         return value.rstrip("/")
 
 
+class DynsecConfig(_Section):
+    """The Mosquitto dynamic security plugin that holds each device's credentials."""
+
+    enabled: bool = Field(
+        False,
+        description="Create and revoke device credentials through the broker's "
+        "$CONTROL/dynamic-security/v1 API",
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name")
+    port: Port = Field(1883, description="Broker TCP port")
+    username: str = Field(
+        "decor-admin", min_length=1, description="Broker account allowed to "
+        "manage dynamic security"
+    )
+    password: str | None = Field(
+        None, description="Password of that account", repr=False
+    )
+    timeout_s: DelaySeconds = Field(
+        5.0, description="Longest wait for the broker to answer a command, s"
+    )
+    telemetry_topics: list[str] = Field(
+        ["city/{agency}/{device_type}/{device_id}/telemetry"],
+        min_length=1,
+        description="Topics a device may publish to; {agency}, {device_type} "
+        "and {device_id} are filled from the registry",
+    )
+    command_topic: str = Field(
+        "city/{agency}/{device_type}/{device_id}/command",
+        min_length=1,
+        description="The one topic a device may subscribe to",
+    )
+
+
+class RegistryConfig(_Section):
+    """The registry of agencies, sites, devices and cameras, and its HTTP API."""
+
+    database_url: str = Field(
+        "sqlite:///.run/registry.db",
+        min_length=1,
+        description="SQLAlchemy URL: sqlite:///path or "
+        "postgresql+psycopg://user:password@host/db",
+        repr=False,
+    )
+    api_host: str = Field("127.0.0.1", min_length=1, description="API listen address")
+    api_port: Port = Field(8080, description="API listen TCP port")
+    unknown_devices: Literal["refuse", "pending"] = Field(
+        "refuse",
+        description="Readings of a device not in the registry: refuse them into "
+        "the dead letters, or also register the device as pending",
+    )
+    refresh_interval_s: DelaySeconds = Field(
+        10.0, description="How often a running gateway re-reads the registry, s"
+    )
+    dynsec: DynsecConfig = DynsecConfig()
+
+
 class GatewayConfig(_Section):
     """The whole configuration file."""
 
@@ -505,6 +562,7 @@ class GatewayConfig(_Section):
     quality: QualityConfig = QualityConfig()
     influx: InfluxConfig = Field(default_factory=InfluxConfig)
     dead_letters: DeadLetterConfig = DeadLetterConfig()
+    registry: RegistryConfig = RegistryConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
