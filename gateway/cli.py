@@ -43,6 +43,7 @@ from gateway.deadletters import (
 )
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
+from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
 
@@ -73,6 +74,8 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+# decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
+register_commands(app)
 
 ConfigOption = Annotated[
     Path,

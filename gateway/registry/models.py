@@ -21,7 +21,9 @@ from sqlalchemy import (
     String,
     Text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Agency",
@@ -55,6 +57,32 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time stored with its zone, read back in UTC on every database.
+
+    SQLite keeps no zone: its times come back naive, and are UTC by construction.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"registry times must carry a zone, got {value!r}")
+        return value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     """Base of the registry's tables."""
 
@@ -69,7 +97,7 @@ class Agency(Base):
     agency_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now
+        UtcDateTime(), default=utc_now
     )
 
     def __repr__(self) -> str:
@@ -88,10 +116,10 @@ class Site(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     address: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now
+        UtcDateTime(), default=utc_now
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+        UtcDateTime(), default=utc_now, onupdate=utc_now
     )
 
     def __repr__(self) -> str:
@@ -124,10 +152,10 @@ class Device(Base):
     # The broker account made for it; None until dynamic security made one.
     mqtt_username: Mapped[str | None] = mapped_column(String(ID_LENGTH * 2))
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now
+        UtcDateTime(), default=utc_now
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+        UtcDateTime(), default=utc_now, onupdate=utc_now
     )
 
     def __repr__(self) -> str:
@@ -161,10 +189,10 @@ class Camera(Base):
     expected_cadence_s: Mapped[float] = mapped_column(Float)
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now
+        UtcDateTime(), default=utc_now
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+        UtcDateTime(), default=utc_now, onupdate=utc_now
     )
 
     def __repr__(self) -> str:
@@ -185,9 +213,9 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(20))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now
+        UtcDateTime(), default=utc_now
     )
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
         return f"ApiToken({self.name!r}, {self.role})"
@@ -200,7 +228,7 @@ class AuditEntry(Base):
 
     entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utc_now, index=True
+        UtcDateTime(), default=utc_now, index=True
     )
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(40))

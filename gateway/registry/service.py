@@ -510,9 +510,11 @@ def _audit(
     *,
     diff: bool = False,
 ) -> None:
+    # A new record lists the values it was given; a change, old and new.
     changes = {
         name: _plain(name, value if diff else [None, value])
         for name, value in values.items()
+        if diff or value not in (None, "")
     }
     session.add(
         AuditEntry(
