@@ -83,6 +83,7 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(agencies_app, name="agencies")
     app.add_typer(tokens_app, name="tokens")
     app.command("audit")(audit)
+    app.command("api")(api)
 
 
 # Devices
@@ -682,3 +683,28 @@ def _exit(message: str, code: int) -> NoReturn:
     console.print(escape(message), soft_wrap=True)
     raise typer.Exit(code=code)
 
+
+
+def api(
+    config: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen TCP port.")] = None,
+) -> None:
+    """Serve the registry's HTTP API (OpenAPI documentation at /docs)."""
+    import uvicorn
+
+    from gateway.api import create_app_from_config
+
+    try:
+        settings = load_config(config)
+        app = create_app_from_config(settings, str(config))
+    except ConfigError as exc:
+        _exit(f"Configuration error: {exc}", 2)
+    except RegistryError as exc:
+        _exit(str(exc), 1)
+    uvicorn.run(
+        app,
+        host=host or settings.registry.api_host,
+        port=port or settings.registry.api_port,
+        log_level=settings.log_level,
+    )
