@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -132,6 +133,35 @@ class DynamicSecurity:
             raise
         logger.info("Created broker account %s with its own topics", device.device_id)
         return DeviceCredentials(device.device_id, password, tuple(publish), command)
+
+    async def grant_service(
+        self,
+        username: str,
+        password: str,
+        *,
+        read_filters: Sequence[str] = (),
+        write_filters: Sequence[str] = (),
+    ) -> None:
+        """Create an account for a service (the gateway itself) with only these rights.
+
+        Args:
+            read_filters: topic filters it may subscribe to and receive from.
+            write_filters: topic filters it may publish to.
+        """
+        role = f"decor-service-{username}"
+        acls = [_acl("subscribePattern", topic) for topic in read_filters]
+        acls += [_acl("publishClientReceive", topic) for topic in read_filters]
+        acls += [_acl("publishClientSend", topic) for topic in write_filters]
+        await self.run({"command": "createRole", "rolename": role, "acls": acls})
+        await self.run(
+            {
+                "command": "createClient",
+                "username": username,
+                "password": password,
+                "roles": [{"rolename": role}],
+            }
+        )
+        logger.info("Created broker account %s for a service", username)
 
     async def revoke_device(self, username: str, device_id: str) -> None:
         """Delete a device's account (the broker disconnects it) and its role."""
