@@ -526,6 +526,23 @@ class DynsecConfig(_Section):
         description="The one topic a device may subscribe to",
     )
 
+    @field_validator("telemetry_topics")
+    @classmethod
+    def _telemetry_templates(cls, value: list[str]) -> list[str]:
+        for index, template in enumerate(value):
+            problem = _device_topic_problem(template)
+            if problem:
+                raise _Invalid(f"{template!r}: {problem}", index)
+        return value
+
+    @field_validator("command_topic")
+    @classmethod
+    def _command_template(cls, value: str) -> str:
+        problem = _device_topic_problem(value)
+        if problem:
+            raise ValueError(f"{value!r}: {problem}")
+        return value
+
 
 class RegistryConfig(_Section):
     """The registry of agencies, sites, devices and cameras, and its HTTP API."""
@@ -566,6 +583,22 @@ class GatewayConfig(_Section):
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
+
+
+def _device_topic_problem(template: str) -> str | None:
+    """Say what is wrong with a device topic template, or return None."""
+    allowed = {"agency", "device_type", "device_id"}
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as exc:
+        return f"is not a template ({exc})"
+    if "+" in template or "#" in template:
+        return "must be one topic per device: no wildcards + or #"
+    if "{device_id}" not in template:
+        return "must contain {device_id}, else devices would share it"
+    if names - allowed:
+        return f"may only use {{agency}}, {{device_type}} and {{device_id}}, got {sorted(names - allowed)}"
+    return None
 
 
 def _zone(name: str) -> str:

@@ -113,3 +113,4 @@ def test_directory_registers_unknown_devices_as_pending_when_configured(
     # An agency the registry does not know cannot own a pending device.
     assert city_registry.list_devices(status="pending").total == 0
     assert city_registry.list_devices().total == 1
+
