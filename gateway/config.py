@@ -505,8 +505,9 @@ class DynsecConfig(_Section):
     host: str = Field("127.0.0.1", min_length=1, description="Broker host name")
     port: Port = Field(1883, description="Broker TCP port")
     username: str = Field(
-        "decor-admin", min_length=1, description="Broker account allowed to "
-        "manage dynamic security"
+        "decor-admin",
+        min_length=1,
+        description="Broker account allowed to manage dynamic security",
     )
     password: str | None = Field(
         None, description="Password of that account", repr=False
@@ -596,8 +597,9 @@ def _device_topic_problem(template: str) -> str | None:
         return "must be one topic per device: no wildcards + or #"
     if "{device_id}" not in template:
         return "must contain {device_id}, else devices would share it"
-    if names - allowed:
-        return f"may only use {{agency}}, {{device_type}} and {{device_id}}, got {sorted(names - allowed)}"
+    unknown = sorted(names - allowed)
+    if unknown:
+        return f"may only use {{agency}}, {{device_type}} and {{device_id}}, got {unknown}"
     return None
 
 

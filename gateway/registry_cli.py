@@ -51,9 +51,15 @@ __all__ = ["register_commands"]
 console = Console(stderr=True, highlight=False)
 output = Console(highlight=False)
 
-devices_app = typer.Typer(help="Register, change and retire sensors.", no_args_is_help=True)
-cameras_app = typer.Typer(help="Register, change and retire cameras.", no_args_is_help=True)
-sites_app = typer.Typer(help="Register and change installation sites.", no_args_is_help=True)
+devices_app = typer.Typer(
+    help="Register, change and retire sensors.", no_args_is_help=True
+)
+cameras_app = typer.Typer(
+    help="Register, change and retire cameras.", no_args_is_help=True
+)
+sites_app = typer.Typer(
+    help="Register and change installation sites.", no_args_is_help=True
+)
 agencies_app = typer.Typer(help="The agencies that own devices.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 
@@ -94,7 +100,9 @@ def devices_add(
     device_id: Annotated[str, typer.Argument(help="Device id, as in its topics.")],
     profile: Annotated[str, typer.Option(help="Device profile (device type).")],
     agency: Annotated[str, typer.Option(help="Agency that owns it.")],
-    site: Annotated[str | None, typer.Option(help="Site where it is installed.")] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Site where it is installed.")
+    ] = None,
     status: Annotated[str, typer.Option(help="provisioned or active.")] = "provisioned",
     firmware: Annotated[str, typer.Option(help="Firmware version.")] = "",
     installed_on: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
@@ -175,7 +183,9 @@ def devices_update(
     firmware: Annotated[str | None, typer.Option(help="Firmware version.")] = None,
     installed_on: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
     notes: Annotated[str | None, typer.Option(help="Free text.")] = None,
-    cadence: Annotated[float | None, typer.Option(help="Seconds between reports.")] = None,
+    cadence: Annotated[
+        float | None, typer.Option(help="Seconds between reports.")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     actor: ActorOption = None,
 ) -> None:
@@ -229,10 +239,14 @@ def devices_import(
         if settings.registry.dynsec.enabled and added:
             devices = [registry.get_device(device_id) for device_id in added]
             granted, failures = asyncio.run(
-                grant_devices(registry, settings.registry.dynsec, devices, _actor(actor))
+                grant_devices(
+                    registry, settings.registry.dynsec, devices, _actor(actor)
+                )
             )
             for device_id, exc in failures:
-                console.print(f"{escape(device_id)}: no broker account: {escape(str(exc))}")
+                console.print(
+                    f"{escape(device_id)}: no broker account: {escape(str(exc))}"
+                )
             _print_credentials(granted, credentials_file)
 
 
@@ -265,7 +279,9 @@ def cameras_add(
             "out of the shell history).",
         ),
     ] = "",
-    interval: Annotated[float, typer.Option(help="Seconds between sampled frames.")] = 60.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between sampled frames.")
+    ] = 60.0,
     status: Annotated[str, typer.Option(help="provisioned or active.")] = "provisioned",
     notes: Annotated[str, typer.Option(help="Free text.")] = "",
     config: ConfigOption = DEFAULT_CONFIG,
@@ -304,7 +320,14 @@ def cameras_list(
         page = registry.list_cameras(
             agency=agency, site=site, status=status, limit=limit, offset=offset
         )
-    columns = ["camera_id", "agency", "site", "status", "stream_url", "sample_interval_s"]
+    columns = [
+        "camera_id",
+        "agency",
+        "site",
+        "status",
+        "stream_url",
+        "sample_interval_s",
+    ]
     _print_page("cameras", page, columns)
 
 
@@ -332,7 +355,9 @@ def cameras_update(
     password: Annotated[
         str | None, typer.Option(envvar="CAMERA_PASSWORD", help="Camera password.")
     ] = None,
-    interval: Annotated[float | None, typer.Option(help="Seconds between frames.")] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between frames.")
+    ] = None,
     status: Annotated[str | None, typer.Option(help="provisioned or active.")] = None,
     notes: Annotated[str | None, typer.Option(help="Free text.")] = None,
     config: ConfigOption = DEFAULT_CONFIG,
@@ -380,7 +405,9 @@ def cameras_import(
 
 
 @cameras_app.command("export")
-def cameras_export(fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG) -> None:
+def cameras_export(
+    fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG
+) -> None:
     """Print every camera as CSV or YAML (passwords are never exported)."""
     with _registry(config) as (registry, _):
         sys.stdout.write(export_records(registry, "cameras", fmt))
@@ -476,7 +503,9 @@ def sites_import(
 
 
 @sites_app.command("export")
-def sites_export(fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG) -> None:
+def sites_export(
+    fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG
+) -> None:
     """Print every site as CSV or YAML."""
     with _registry(config) as (registry, _):
         sys.stdout.write(export_records(registry, "sites", fmt))
@@ -484,7 +513,9 @@ def sites_export(fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFI
 
 @agencies_app.command("add")
 def agencies_add(
-    agency_id: Annotated[str, typer.Argument(help="Short id, used in topics and tags.")],
+    agency_id: Annotated[
+        str, typer.Argument(help="Short id, used in topics and tags.")
+    ],
     name: Annotated[str, typer.Option(help="Full name.")],
     config: ConfigOption = DEFAULT_CONFIG,
     actor: ActorOption = None,
@@ -629,7 +660,10 @@ def _print_credentials(
     table = Table("username", "password", "publish to", "subscribe to", box=box.SIMPLE)
     for item in granted:
         table.add_row(
-            item.username, item.password, "\n".join(item.publish_topics), item.command_topic
+            item.username,
+            item.password,
+            "\n".join(item.publish_topics),
+            item.command_topic,
         )
     output.print(table)
 
@@ -644,7 +678,9 @@ def _record_table(record: dict[str, Any], title: str) -> Table:
 def _print_page(kind: str, page: Any, columns: list[str]) -> None:
     _print_rows(kind, [item.model_dump() for item in page.items], columns)
     shown_to = page.offset + len(page.items)
-    console.print(f"{kind} {page.offset + 1 if page.items else 0}-{shown_to} of {page.total}")
+    console.print(
+        f"{kind} {page.offset + 1 if page.items else 0}-{shown_to} of {page.total}"
+    )
 
 
 def _print_rows(kind: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -664,7 +700,9 @@ def _print_history(entries: list[Any]) -> None:
             "actor": entry.actor,
             "action": entry.action,
             "what": f"{entry.entity} {entry.entity_id}",
-            "changes": ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in entry.changes.items()),
+            "changes": ", ".join(
+                f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in entry.changes.items()
+            ),
         }
         for entry in entries
     ]
@@ -682,7 +720,6 @@ def _text(value: Any) -> str:
 def _exit(message: str, code: int) -> NoReturn:
     console.print(escape(message), soft_wrap=True)
     raise typer.Exit(code=code)
-
 
 
 def api(

@@ -204,16 +204,18 @@ async def test_registered_device_publishes_and_its_reading_is_stored(
         ],
     )
 
-    async with running_gateway(config):
-        async with connected(
+    async with (
+        running_gateway(config),
+        connected(
             dynsec_broker.port, credentials.username, credentials.password
-        ) as device:
-            device.mqtt.publish(
-                credentials.publish_topics[0],
-                orjson.dumps({"water_level_cm": 182.5}),
-                qos=1,
-            )
-            rows = await influx_v1.wait_for_rows("river_gauge", 1)
+        ) as device,
+    ):
+        device.mqtt.publish(
+            credentials.publish_topics[0],
+            orjson.dumps({"water_level_cm": 182.5}),
+            qos=1,
+        )
+        rows = await influx_v1.wait_for_rows("river_gauge", 1)
 
     assert len(rows) == 1
     assert rows[0]["water_level_cm"] == 182.5
@@ -233,8 +235,12 @@ async def test_device_cannot_publish_to_another_devices_topic(
 
     async with connected(dynsec_broker.port, "watcher", watcher_password) as watcher:
         assert await _subscribe(watcher, f"{prefix}/#") == 1
-        async with connected(dynsec_broker.port, mine.username, mine.password) as device:
-            device.mqtt.publish(other.publish_topics[0], b'{"water_level_cm": 999}', qos=1)
+        async with connected(
+            dynsec_broker.port, mine.username, mine.password
+        ) as device:
+            device.mqtt.publish(
+                other.publish_topics[0], b'{"water_level_cm": 999}', qos=1
+            )
             device.mqtt.publish(mine.command_topic, b"reboot", qos=1)
             device.mqtt.publish(mine.publish_topics[0], b'{"water_level_cm": 1}', qos=1)
             assert await wait_until(lambda: len(watcher.received) >= 1)
@@ -259,7 +265,9 @@ async def test_device_cannot_read_other_devices_commands(
         own = await _subscribe(device, mine.command_topic)
         foreign = await _subscribe(device, other.command_topic)
         everything = await _subscribe(device, f"{prefix}/#")
-        async with connected(dynsec_broker.port, "ops-console", console_password) as ops:
+        async with connected(
+            dynsec_broker.port, "ops-console", console_password
+        ) as ops:
             ops.mqtt.publish(other.command_topic, b"open-gate", qos=1)
             ops.mqtt.publish(mine.command_topic, b"report-now", qos=1)
             assert await wait_until(lambda: len(device.received) >= 1)

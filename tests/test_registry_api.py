@@ -27,7 +27,9 @@ GAUGE = {"device_id": "rg-001", "profile": "river_gauge", "agency": "pupr"}
 async def api(city_registry: Registry) -> AsyncIterator[httpx.AsyncClient]:
     """Give an HTTP client of the API on a registry with agencies and sites."""
     transport = httpx.ASGITransport(app=create_app(city_registry))
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://registry"
+    ) as client:
         yield client
 
 
@@ -80,8 +82,9 @@ async def test_api_operator_token_cannot_create_or_change_anything(
     answers = [await write for write in writes]
 
     assert [a.status_code for a in answers] == [403] * len(writes)
-    assert "needs role admin or technician; token 'operator-1' has role operator" in (
-        answers[0].json()["detail"]
+    assert (
+        "needs role admin or technician; token 'operator-1' has role operator"
+        in (answers[0].json()["detail"])
     )
     assert "needs role admin;" in answers[-1].json()["detail"]
     device = (await api.get("/devices/rg-001", headers=operator)).json()
@@ -96,11 +99,15 @@ async def test_api_technician_registers_changes_and_retires_a_device(api, tokens
 
     created = await api.post("/devices", json=GAUGE, headers=technician)
     changed = await api.patch(
-        "/devices/rg-001", json={"status": "active", "site": "panus"}, headers=technician
+        "/devices/rg-001",
+        json={"status": "active", "site": "panus"},
+        headers=technician,
     )
     retired = await api.post("/devices/rg-001/decommission", headers=technician)
     again = await api.patch("/devices/rg-001", json={"notes": "x"}, headers=technician)
-    history = await api.get("/audit", params={"entity_id": "rg-001"}, headers=technician)
+    history = await api.get(
+        "/audit", params={"entity_id": "rg-001"}, headers=technician
+    )
 
     assert created.status_code == 201, created.text
     assert created.json()["device"]["expected_cadence_s"] == 300.0
@@ -123,7 +130,9 @@ async def test_api_refuses_bad_devices_naming_field_and_reason(api, tokens):
         "/devices", json={**GAUGE, "device_id": "a/b"}, headers=technician
     )
     bad_profile = await api.post(
-        "/devices", json={**GAUGE, "device_id": "x1", "profile": "kettle"}, headers=technician
+        "/devices",
+        json={**GAUGE, "device_id": "x1", "profile": "kettle"},
+        headers=technician,
     )
     taken = await api.post("/devices", json=GAUGE, headers=technician)
     missing = await api.get("/devices/nope", headers=technician)
@@ -152,7 +161,9 @@ async def test_api_lists_devices_filtered_and_paged(api, tokens):
     )
 
     page = await api.get(
-        "/devices", params={"agency": "pupr", "limit": 2, "offset": 2}, headers=tokens["operator"]
+        "/devices",
+        params={"agency": "pupr", "limit": 2, "offset": 2},
+        headers=tokens["operator"],
     )
     too_big = await api.get("/devices", params={"limit": 5000}, headers=technician)
 
@@ -186,7 +197,9 @@ async def test_api_cameras_never_show_passwords(api, tokens):
 async def test_api_admin_manages_tokens_and_revoked_tokens_stop_working(api, tokens):
     """Test that a token an admin creates works at once and stops once revoked."""
     created = await api.post(
-        "/tokens", json={"name": "field-tablet", "role": "technician"}, headers=tokens["admin"]
+        "/tokens",
+        json={"name": "field-tablet", "role": "technician"},
+        headers=tokens["admin"],
     )
     new = {"Authorization": f"Bearer {created.json()['token']}"}
     before = await api.get("/devices", headers=new)

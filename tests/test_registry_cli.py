@@ -77,7 +77,9 @@ def _changes(args: tuple[str, ...]) -> bool:
 def _write_devices(path: Path, count: int) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["device_id", "profile", "agency", "site", "expected_cadence_s"])
+        writer.writerow(
+            ["device_id", "profile", "agency", "site", "expected_cadence_s"]
+        )
         for number in range(1, count + 1):
             row = BAD_ROWS.get(
                 number, (f"rg-{number:03}", "river_gauge", "pupr", "panus", "")
@@ -143,8 +145,12 @@ def test_devices_export_reads_back_through_import(decor, tmp_path: Path):
 
 def test_devices_add_refuses_bad_input_naming_the_option(decor):
     """Test that a bad id or an unknown profile stops with one line naming it."""
-    bad_id = decor("devices", "add", "rg/1", "--profile", "river_gauge", "--agency", "pupr")
-    bad_profile = decor("devices", "add", "rg-1", "--profile", "kettle", "--agency", "pupr")
+    bad_id = decor(
+        "devices", "add", "rg/1", "--profile", "river_gauge", "--agency", "pupr"
+    )
+    bad_profile = decor(
+        "devices", "add", "rg-1", "--profile", "kettle", "--agency", "pupr"
+    )
 
     assert bad_id.returncode == 2
     assert "device_id: must be 1-64" in bad_id.stderr

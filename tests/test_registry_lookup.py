@@ -1,4 +1,4 @@
-"""The gateway's snapshot of the registry: refused, tagged, and fresh without restart."""
+"""The gateway's snapshot of the registry: refuses, tags, stays fresh while running."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ async def test_directory_sees_registry_changes_without_restart(city_registry: Re
         assert directory.admit(_point("rg-001")).reason == "unknown_device"
 
         _add(city_registry, "rg-001")
-        assert await wait_until(lambda: directory.admit(_point("rg-001")).point is not None)
+        assert await wait_until(
+            lambda: directory.admit(_point("rg-001")).point is not None
+        )
         city_registry.decommission_device("rg-001", ACTOR)
         assert await wait_until(
             lambda: directory.admit(_point("rg-001")).reason == "decommissioned_device"
@@ -113,4 +115,3 @@ def test_directory_registers_unknown_devices_as_pending_when_configured(
     # An agency the registry does not know cannot own a pending device.
     assert city_registry.list_devices(status="pending").total == 0
     assert city_registry.list_devices().total == 1
-

@@ -41,7 +41,11 @@ def test_registry_add_device_takes_cadence_from_profile(city_registry: Registry)
     device = city_registry.get_device("rg-001")
 
     assert device.expected_cadence_s == 300.0
-    assert (device.agency, device.site, device.status) == ("pupr", "panus", "provisioned")
+    assert (device.agency, device.site, device.status) == (
+        "pupr",
+        "panus",
+        "provisioned",
+    )
 
 
 def test_registry_add_device_refuses_unknown_profile_agency_site(

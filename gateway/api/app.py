@@ -121,7 +121,9 @@ async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidInput):
         body["field"] = exc.field
     if code >= 500:
-        logger.warning("Registry request %s %s failed: %s", request.method, request.url.path, exc)
+        logger.warning(
+            "Registry request %s %s failed: %s", request.method, request.url.path, exc
+        )
     return JSONResponse(body, status_code=code)
 
 
@@ -352,7 +354,8 @@ def update_camera(
 
 
 @_cameras.post("/{camera_id}/decommission")
-def decommission_camera(camera_id: str, registry: Reg, token: CameraWriter) -> CameraOut:
+def decommission_camera(
+    camera_id: str, registry: Reg, token: CameraWriter
+) -> CameraOut:
     """Retire a camera."""
     return registry.decommission_camera(camera_id, _actor(token))
-

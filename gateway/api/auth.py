@@ -17,14 +17,16 @@ from gateway.registry.schemas import TokenOut
 from gateway.registry.service import Registry
 from gateway.registry.tokens import token_role
 
-__all__ = ["READ", "ADMIN", "WRITE", "require"]
+__all__ = ["ADMIN", "READ", "WRITE", "require"]
 
 READ = ("admin", "technician", "operator")
 WRITE = ("admin", "technician")
 ADMIN = ("admin",)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # auto_error=False: we write the 401 ourselves, saying what is missing.
-_bearer = HTTPBearer(auto_error=False, description="An API token from `decor tokens create`")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API token from `decor tokens create`"
+)
 
 
 def require(roles: tuple[str, ...], what: str) -> Callable[..., TokenOut]:

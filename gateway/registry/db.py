@@ -45,7 +45,11 @@ def open_engine(database_url: str) -> Engine:
     if url.drivername == "postgresql":
         # psycopg 3 is the driver installed with the gateway.
         url = url.set(drivername="postgresql+psycopg")
-    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+    if url.drivername.startswith("sqlite") and url.database not in (
+        None,
+        "",
+        ":memory:",
+    ):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     if url.drivername.startswith("sqlite"):

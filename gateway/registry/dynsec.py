@@ -116,7 +116,10 @@ class DynamicSecurity:
         publish, command = device_topics(self.settings, device)
         role = ROLE_PREFIX + device.device_id
         acls = [_acl("publishClientSend", topic) for topic in publish]
-        acls += [_acl("subscribeLiteral", command), _acl("publishClientReceive", command)]
+        acls += [
+            _acl("subscribeLiteral", command),
+            _acl("publishClientReceive", command),
+        ]
         await self.run({"command": "createRole", "rolename": role, "acls": acls})
         password = secrets.token_urlsafe(PASSWORD_BYTES)
         try:
@@ -172,11 +175,15 @@ class DynamicSecurity:
         )
         logger.info("Deleted broker account %s", username)
 
-    async def run(self, command: dict[str, Any], *, gone_ok: bool = False) -> dict[str, Any]:
-        """Send one command and return the plugin's answer; raise AccessError on error."""
+    async def run(
+        self, command: dict[str, Any], *, gone_ok: bool = False
+    ) -> dict[str, Any]:
+        """Send one command and return the answer; raise AccessError on an error."""
         assert self._client is not None, "use DynamicSecurity as `async with`"
         correlation = uuid.uuid4().hex
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[dict[str, Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._waiting[correlation] = answer
         body = {"commands": [{**command, "correlationData": correlation}]}
         self._client.publish(CONTROL_TOPIC, orjson.dumps(body), qos=1)

@@ -37,7 +37,7 @@ class NotFound(RegistryError):
 
 
 class Conflict(RegistryError):
-    """The request contradicts what the registry holds (a taken id, a retired device)."""
+    """The request contradicts the registry: a taken id, a retired record."""
 
     def __init__(self, entity: str, entity_id: str, reason: str) -> None:
         self.entity = entity

@@ -124,7 +124,10 @@ class DeviceDirectory:
             with self.registry.sessions() as session:
                 rows = session.execute(
                     select(
-                        Device.device_id, Device.agency_id, Device.profile, Device.status
+                        Device.device_id,
+                        Device.agency_id,
+                        Device.profile,
+                        Device.status,
                     )
                 ).all()
         except SQLAlchemyError as exc:
@@ -175,10 +178,14 @@ class DeviceDirectory:
         with self.registry.sessions.begin() as session:
             agencies = set(session.scalars(select(Agency.agency_id)))
             taken = set(
-                session.scalars(select(Device.device_id).where(Device.device_id.in_(seen)))
+                session.scalars(
+                    select(Device.device_id).where(Device.device_id.in_(seen))
+                )
             )
             for device_id, (agency, profile) in seen.items():
-                if device_id in taken or not (_ID.match(device_id) and _ID.match(profile)):
+                if device_id in taken or not (
+                    _ID.match(device_id) and _ID.match(profile)
+                ):
                     continue
                 if agency not in agencies:
                     logger.warning(

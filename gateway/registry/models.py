@@ -26,14 +26,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "DEVICE_STATUSES",
+    "ROLES",
     "Agency",
     "ApiToken",
     "AuditEntry",
     "Base",
     "Camera",
-    "DEVICE_STATUSES",
     "Device",
-    "ROLES",
     "Site",
 ]
 
@@ -96,9 +96,7 @@ class Agency(Base):
 
     agency_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
     def __repr__(self) -> str:
         return f"Agency({self.agency_id!r})"
@@ -115,9 +113,7 @@ class Site(Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     address: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utc_now, onupdate=utc_now
     )
@@ -140,9 +136,7 @@ class Device(Base):
 
     device_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     profile: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
-    agency_id: Mapped[str] = mapped_column(
-        ForeignKey("agencies.agency_id"), index=True
-    )
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.agency_id"), index=True)
     site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.site_id"))
     status: Mapped[str] = mapped_column(String(20), default="provisioned")
     firmware: Mapped[str] = mapped_column(String(100), default="")
@@ -151,9 +145,7 @@ class Device(Base):
     expected_cadence_s: Mapped[float] = mapped_column(Float)
     # The broker account made for it; None until dynamic security made one.
     mqtt_username: Mapped[str | None] = mapped_column(String(ID_LENGTH * 2))
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utc_now, onupdate=utc_now
     )
@@ -175,9 +167,7 @@ class Camera(Base):
     )
 
     camera_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    agency_id: Mapped[str] = mapped_column(
-        ForeignKey("agencies.agency_id"), index=True
-    )
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.agency_id"), index=True)
     site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.site_id"))
     status: Mapped[str] = mapped_column(String(20), default="provisioned")
     stream_url: Mapped[str] = mapped_column(String(URL_LENGTH))
@@ -188,9 +178,7 @@ class Camera(Base):
     sample_interval_s: Mapped[float] = mapped_column(Float, default=60.0)
     expected_cadence_s: Mapped[float] = mapped_column(Float)
     notes: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utc_now, onupdate=utc_now
     )
@@ -212,9 +200,7 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     role: Mapped[str] = mapped_column(String(20))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
@@ -227,9 +213,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(
-        UtcDateTime(), default=utc_now, index=True
-    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now, index=True)
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(40))
     entity: Mapped[str] = mapped_column(String(40))

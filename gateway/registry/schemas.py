@@ -134,9 +134,7 @@ class CameraIn(_In):
     stream_url: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
     snapshot_url: Annotated[str, StringConstraints(max_length=1000)] = ""
     username: Annotated[str, StringConstraints(max_length=200)] = ""
-    password: Annotated[str, StringConstraints(max_length=200)] = Field(
-        "", repr=False
-    )
+    password: Annotated[str, StringConstraints(max_length=200)] = Field("", repr=False)
     sample_interval_s: Cadence = 60.0
     expected_cadence_s: Cadence | None = None
     notes: Text = ""
@@ -172,9 +170,9 @@ class CameraUpdate(_In):
     agency: Identifier | None = None
     site: Identifier | None = None
     status: Literal["provisioned", "active"] | None = None
-    stream_url: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = (
-        None
-    )
+    stream_url: (
+        Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None
+    ) = None
     snapshot_url: Annotated[str, StringConstraints(max_length=1000)] | None = None
     username: Annotated[str, StringConstraints(max_length=200)] | None = None
     password: Annotated[str, StringConstraints(max_length=200)] | None = Field(
@@ -319,7 +317,11 @@ def first_problem(exc: ValidationError) -> InvalidInput:
         message = "is not a known column"
     given = error.get("input")
     secret = any(name in field for name in SECRET_FIELDS)
-    if error["type"] != "missing" and not secret and isinstance(given, str | int | float):
+    if (
+        error["type"] != "missing"
+        and not secret
+        and isinstance(given, str | int | float)
+    ):
         message += f", got {given!r}"
     return InvalidInput(field, message)
 

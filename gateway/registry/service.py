@@ -1,4 +1,4 @@
-"""Register, change and retire agencies, sites, devices and cameras, auditing each change.
+"""Register, change and retire agencies, sites, devices and cameras, auditing each.
 
 Every method runs in its own transaction and records who changed what in the
 audit log within that same transaction, so a change is never stored unaudited.
@@ -35,7 +35,7 @@ from gateway.registry.schemas import (
     SiteUpdate,
 )
 
-__all__ = ["Known", "Registry", "MAX_PAGE"]
+__all__ = ["MAX_PAGE", "Known", "Registry"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class Registry:
             agency = Agency(agency_id=data.agency_id, name=data.name)
             session.add(agency)
             session.flush()
-            _audit(session, actor, "create", "agency", agency.agency_id, data.model_dump())
+            _audit(
+                session, actor, "create", "agency", agency.agency_id, data.model_dump()
+            )
             return AgencyOut.model_validate(agency)
 
     def list_agencies(self) -> list[AgencyOut]:
@@ -120,7 +122,9 @@ class Registry:
                 added.append(site)
             session.flush()
             for data in rows:
-                _audit(session, actor, "create", "site", data.site_id, data.model_dump())
+                _audit(
+                    session, actor, "create", "site", data.site_id, data.model_dump()
+                )
             return [SiteOut.model_validate(site) for site in added]
 
     def check_new_site(self, data: SiteIn, known: Known) -> None:
@@ -249,7 +253,9 @@ class Registry:
             )
             return _device_out(device)
 
-    def set_mqtt_username(self, device_id: str, username: str | None, actor: str) -> None:
+    def set_mqtt_username(
+        self, device_id: str, username: str | None, actor: str
+    ) -> None:
         """Record the broker account made for (or taken from) a device."""
         with self.sessions.begin() as session:
             device = _get(session, Device, "device", device_id)
@@ -403,7 +409,8 @@ class Registry:
             )
         if site is not None and site not in known.sites:
             raise InvalidInput(
-                "site", f"no site {site!r} in the registry (add it with decor sites add)"
+                "site",
+                f"no site {site!r} in the registry (add it with decor sites add)",
             )
 
     def _profile_cadence(self, profile: str) -> float:
@@ -413,7 +420,9 @@ class Registry:
             )
         if profile not in self.profiles:
             names = ", ".join(sorted(self.profiles)) or "none"
-            raise InvalidInput("profile", f"unknown profile {profile!r} (known: {names})")
+            raise InvalidInput(
+                "profile", f"unknown profile {profile!r} (known: {names})"
+            )
         return self.profiles[profile].report_interval_s
 
 

@@ -158,7 +158,10 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(header):
-            yield start, {"__cells__": f"has {len(cells)} cells, the header {len(header)}"}
+            yield (
+                start,
+                {"__cells__": f"has {len(cells)} cells, the header {len(header)}"},
+            )
             continue
         yield start, dict(zip(header, cells, strict=True))
 
