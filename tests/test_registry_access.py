@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import glob
 import os
 import secrets
@@ -24,8 +25,10 @@ import orjson
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
+from typer.testing import CliRunner
 
 from devices.profiles import load_profiles
+from gateway.cli import app
 from gateway.config import DynsecConfig
 from gateway.registry import AgencyIn, DeviceIn, Registry
 from gateway.registry.dynsec import DeviceCredentials, DynamicSecurity
@@ -325,3 +328,59 @@ async def test_wrong_admin_password_is_reported_before_anything_is_registered(
         await register_device(registry, settings, data, ACTOR)
 
     assert registry.list_devices().total == 0
+
+
+async def test_devices_import_makes_accounts_written_to_a_private_file(
+    dynsec_broker: DynsecBroker, tmp_path: Path
+):
+    """Test that imported devices get working accounts, their passwords in a 0600 file."""
+    settings = dynsec_broker.settings
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""\
+[registry]
+database_url = "sqlite:///{tmp_path / "registry.db"}"
+
+[registry.dynsec]
+enabled = true
+port = {dynsec_broker.port}
+telemetry_topics = {orjson.dumps(settings.telemetry_topics).decode()}
+command_topic = "{settings.command_topic}"
+
+[[subscriptions]]
+topic = "x/#"
+"""
+    )
+    source = tmp_path / "devices.csv"
+    source.write_text(
+        "device_id,profile,agency\n"
+        "rg-001,river_gauge,pupr\n"
+        "rg 002,river_gauge,pupr\n"
+        "aq-003,air_quality,pupr\n"
+    )
+    secrets_file = tmp_path / "credentials.csv"
+    runner = CliRunner()
+    environ = {"DECOR_REGISTRY__DYNSEC__PASSWORD": settings.password or ""}
+    common = ["--config", str(config), "--actor", "ani"]
+    added = runner.invoke(app, ["agencies", "add", "pupr", "--name", "PU", *common])
+
+    # The CLI runs its own event loop, so it gets a thread of its own here.
+    imported = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["devices", "import", str(source), "--credentials-file", str(secrets_file)]
+        + common,
+        env=environ,
+    )
+
+    assert added.exit_code == 0, added.output
+    assert imported.exit_code == 1, imported.output
+    assert "Imported 2 of 3 devices" in imported.stdout
+    assert "line 3 (rg 002)" in imported.stderr
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    with secrets_file.open() as lines:
+        accounts = {row["device_id"]: row["mqtt_password"] for row in csv.DictReader(lines)}
+    assert sorted(accounts) == ["aq-003", "rg-001"]
+    assert accounts["rg-001"] not in imported.output
+    async with connected(dynsec_broker.port, "aq-003", accounts["aq-003"]) as device:
+        assert not device.disconnected.is_set()
