@@ -379,7 +379,9 @@ topic = "x/#"
     assert "line 3 (rg 002)" in imported.stderr
     assert secrets_file.stat().st_mode & 0o777 == 0o600
     with secrets_file.open() as lines:
-        accounts = {row["device_id"]: row["mqtt_password"] for row in csv.DictReader(lines)}
+        accounts = {
+            row["device_id"]: row["mqtt_password"] for row in csv.DictReader(lines)
+        }
     assert sorted(accounts) == ["aq-003", "rg-001"]
     assert accounts["rg-001"] not in imported.output
     async with connected(dynsec_broker.port, "aq-003", accounts["aq-003"]) as device:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +17,7 @@ from gateway.api import create_app
 from gateway.registry import DeviceIn, Registry
 from gateway.registry.models import ApiToken
 from gateway.registry.tokens import issue_token
+from tests.test_faults import free_port
 from tests.registry_support import (  # noqa: F401 - fixtures
     ACTOR,
     city_registry,
@@ -20,6 +26,7 @@ from tests.registry_support import (  # noqa: F401 - fixtures
     registry,
 )
 
+DECOR = Path(sys.executable).with_name("decor")
 GAUGE = {"device_id": "rg-001", "profile": "river_gauge", "agency": "pupr"}
 
 
@@ -232,3 +239,51 @@ def test_tokens_are_stored_hashed(city_registry: Registry):
     assert issued.secret not in repr(vars(stored))
     assert len(stored.token_sha256) == 64
     assert stored.token_sha256 != issued.secret
+
+
+async def test_decor_api_serves_the_registry_over_a_socket(tmp_path: Path):
+    """Test that `decor api` serves the registry over HTTP, tokens and all."""
+    database_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = Registry.open(database_url)
+    secret = issue_token(registry, "wall", "operator", ACTOR).secret
+    registry.close()
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[subscriptions]]\ntopic = "x/#"\n')
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DECOR_")}
+    environ["DECOR_REGISTRY__DATABASE_URL"] = database_url
+    log = tmp_path / "api.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [str(DECOR), "api", "--config", str(config), "--port", str(port)],
+            env=environ,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            assert await _answers(client, server), log.read_text()
+            missing = await client.get("/devices")
+            listed = await client.get(
+                "/devices", headers={"Authorization": f"Bearer {secret}"}
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    assert missing.status_code == 401
+    assert listed.json() == {"items": [], "total": 0, "limit": 100, "offset": 0}
+
+
+async def _answers(client: httpx.AsyncClient, server: subprocess.Popen[bytes]) -> bool:
+    for _ in range(200):
+        if server.poll() is not None:
+            return False
+        try:
+            if (await client.get("/health")).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    return False
