@@ -599,7 +599,10 @@ def _device_topic_problem(template: str) -> str | None:
         return "must contain {device_id}, else devices would share it"
     unknown = sorted(names - allowed)
     if unknown:
-        return f"may only use {{agency}}, {{device_type}} and {{device_id}}, got {unknown}"
+        return (
+            "may only use {agency}, {device_type} and {device_id}, "
+            f"got {unknown}"
+        )
     return None
 
 

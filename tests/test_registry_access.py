@@ -66,7 +66,7 @@ class DynsecBroker:
 
 @pytest.fixture
 async def dynsec_broker(tmp_path: Path) -> AsyncIterator[DynsecBroker]:
-    """Give a running Mosquitto on a free port that loads the dynamic security plugin."""
+    """Give a running Mosquitto on a free port loading the dynamic security plugin."""
     port = free_port()
     password = secrets.token_urlsafe(12)
     security_file = tmp_path / "dynamic-security.json"
@@ -182,7 +182,7 @@ async def test_registered_device_publishes_and_its_reading_is_stored(
     running_gateway: Any,
     influx_v1: Any,
 ):
-    """Test that a device with its new credentials publishes and the gateway stores it."""
+    """Test that a device with new credentials publishes and the gateway stores it."""
     prefix = dynsec_broker.topic_prefix
     gateway_password = await _service_account(
         dynsec_broker,
@@ -333,7 +333,7 @@ async def test_wrong_admin_password_is_reported_before_anything_is_registered(
 async def test_devices_import_makes_accounts_written_to_a_private_file(
     dynsec_broker: DynsecBroker, tmp_path: Path
 ):
-    """Test that imported devices get working accounts, their passwords in a 0600 file."""
+    """Test that imported devices get working accounts, passwords in a 0600 file."""
     settings = dynsec_broker.settings
     config = tmp_path / "gateway.toml"
     config.write_text(

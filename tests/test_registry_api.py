@@ -17,7 +17,6 @@ from gateway.api import create_app
 from gateway.registry import DeviceIn, Registry
 from gateway.registry.models import ApiToken
 from gateway.registry.tokens import issue_token
-from tests.test_faults import free_port
 from tests.registry_support import (  # noqa: F401 - fixtures
     ACTOR,
     city_registry,
@@ -25,6 +24,7 @@ from tests.registry_support import (  # noqa: F401 - fixtures
     postgres_database,
     registry,
 )
+from tests.test_faults import free_port
 
 DECOR = Path(sys.executable).with_name("decor")
 GAUGE = {"device_id": "rg-001", "profile": "river_gauge", "agency": "pupr"}
@@ -53,7 +53,7 @@ def tokens(city_registry: Registry) -> dict[str, dict[str, str]]:
 
 
 async def test_api_without_token_gets_401_saying_what_is_missing(api, tokens):
-    """Test that no token, a wrong scheme or an unknown token get a 401 that says why."""
+    """Test that no token, a wrong scheme or an unknown token get a 401 saying why."""
     missing = await api.get("/devices")
     basic = await api.get("/devices", headers={"Authorization": "Basic YTpi"})
     unknown = await api.get("/devices", headers={"Authorization": "Bearer nope"})
@@ -129,7 +129,7 @@ async def test_api_technician_registers_changes_and_retires_a_device(api, tokens
 
 
 async def test_api_refuses_bad_devices_naming_field_and_reason(api, tokens):
-    """Test that a bad body, an unknown profile or a taken id get 422/409 with reasons."""
+    """Test that a bad body, unknown profile or taken id get 422/409 with reasons."""
     technician = tokens["technician"]
     await api.post("/devices", json=GAUGE, headers=technician)
 

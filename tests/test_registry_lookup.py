@@ -48,7 +48,7 @@ def test_directory_tags_known_devices_with_their_agency(city_registry: Registry)
 
 
 def test_directory_refuses_unknown_and_decommissioned_devices(city_registry: Registry):
-    """Test that unknown and retired devices are refused with a reason to dead-letter."""
+    """Test that unknown and retired devices are refused with a dead-letter reason."""
     _add(city_registry, "rg-001")
     city_registry.decommission_device("rg-001", ACTOR)
     directory = DeviceDirectory(city_registry, refresh_interval_s=REFRESH_S)

@@ -34,7 +34,7 @@ def test_migrations_build_the_schema_the_models_describe(database_url: str):
 
 
 def test_migrations_upgrade_keeps_registry_data(database_url: str):
-    """Test that rows stored under the first schema survive the upgrade to the newest."""
+    """Test that rows stored under the first schema survive the upgrade to the head."""
     engine = open_engine(database_url)
     upgrade_schema(engine, "0001")
     now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
