@@ -8,25 +8,14 @@ its schema on first use), records the change in the audit log under
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Literal
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich import box
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
-from devices.profiles import DeviceProfile
-from gateway.config import GatewayConfig, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.registry import (
     AgencyIn,
@@ -34,28 +23,29 @@ from gateway.registry import (
     CameraUpdate,
     DeviceIn,
     DeviceUpdate,
-    Registry,
     RegistryError,
     SiteIn,
     SiteUpdate,
 )
-from gateway.registry.dynsec import DeviceCredentials
 from gateway.registry.provision import grant_devices, register_device, retire_device
-from gateway.registry.schemas import first_problem
-from gateway.registry.tokens import issue_token, list_tokens, revoke_token
-from gateway.registry.transfer import (
-    ImportReport,
-    Kind,
-    export_records,
-    import_records,
-    read_rows,
+from gateway.registry.terminal import (
+    actor_name,
+    console,
+    fail,
+    import_file,
+    open_registry,
+    output,
+    parse_options,
+    print_credentials,
+    print_history,
+    print_page,
+    print_rows,
+    record_table,
 )
-from gateway.validation.profiles import load_quality_profiles
+from gateway.registry.tokens import issue_token, list_tokens, revoke_token
+from gateway.registry.transfer import export_records
 
 __all__ = ["register_commands"]
-
-console = Console(stderr=True, highlight=False)
-output = Console(highlight=False)
 
 devices_app = typer.Typer(
     help="Register, change and retire sensors.", no_args_is_help=True
@@ -84,7 +74,6 @@ FormatOption = Annotated[
     Literal["csv", "yaml"], typer.Option("--format", help="Output format.")
 ]
 DEFAULT_CONFIG = Path("config/gateway.toml")
-_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def register_commands(app: typer.Typer) -> None:
@@ -121,7 +110,7 @@ def devices_add(
     actor: ActorOption = None,
 ) -> None:
     """Register a device; with dynamic security on, print its MQTT password once."""
-    data = _parse(
+    data = parse_options(
         DeviceIn,
         device_id=device_id,
         profile=profile,
@@ -133,13 +122,13 @@ def devices_add(
         notes=notes,
         expected_cadence_s=cadence,
     )
-    with _registry(config) as (registry, settings):
+    with open_registry(config) as (registry, settings):
         device, credentials = asyncio.run(
-            register_device(registry, settings.registry.dynsec, data, _actor(actor))
+            register_device(registry, settings.registry.dynsec, data, actor_name(actor))
         )
-    output.print(_record_table(device.model_dump(), f"Device {device.device_id}"))
+    output.print(record_table(device.model_dump(), f"Device {device.device_id}"))
     if credentials is not None:
-        _print_credentials([credentials])
+        print_credentials([credentials])
 
 
 @devices_app.command("list")
@@ -153,7 +142,7 @@ def devices_list(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """List devices by id, filtered and paged."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         page = registry.list_devices(
             agency=agency,
             site=site,
@@ -163,7 +152,7 @@ def devices_list(
             offset=offset,
         )
     columns = ["device_id", "profile", "agency", "site", "status", "expected_cadence_s"]
-    _print_page("devices", page, columns)
+    print_page("devices", page, columns)
 
 
 @devices_app.command("show")
@@ -172,11 +161,11 @@ def devices_show(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Show one device and its latest changes."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         device = registry.get_device(device_id)
         history = registry.audit_log(entity_id=device_id, limit=10).items
-    output.print(_record_table(device.model_dump(), f"Device {device_id}"))
-    _print_history(history)
+    output.print(record_table(device.model_dump(), f"Device {device_id}"))
+    print_history(history)
 
 
 @devices_app.command("update")
@@ -196,7 +185,7 @@ def devices_update(
     actor: ActorOption = None,
 ) -> None:
     """Change the fields given of a device."""
-    changes = _parse(
+    changes = parse_options(
         DeviceUpdate,
         profile=profile,
         agency=agency,
@@ -207,9 +196,9 @@ def devices_update(
         notes=notes,
         expected_cadence_s=cadence,
     )
-    with _registry(config) as (registry, _):
-        device = registry.update_device(device_id, changes, _actor(actor))
-    output.print(_record_table(device.model_dump(), f"Device {device_id}"))
+    with open_registry(config) as (registry, _):
+        device = registry.update_device(device_id, changes, actor_name(actor))
+    output.print(record_table(device.model_dump(), f"Device {device_id}"))
 
 
 @devices_app.command("decommission")
@@ -219,9 +208,11 @@ def devices_decommission(
     actor: ActorOption = None,
 ) -> None:
     """Retire a device: its broker account is deleted and it can no longer connect."""
-    with _registry(config) as (registry, settings):
+    with open_registry(config) as (registry, settings):
         device = asyncio.run(
-            retire_device(registry, settings.registry.dynsec, device_id, _actor(actor))
+            retire_device(
+                registry, settings.registry.dynsec, device_id, actor_name(actor)
+            )
         )
     output.print(f"Device {escape(device.device_id)} is {device.status}")
 
@@ -241,16 +232,16 @@ def devices_import(
 ) -> None:
     """Register the devices of a file; bad rows are reported and left out."""
     failures: list[tuple[str, Exception]] = []
-    with _registry(config) as (registry, settings):
-        report = _import(registry, "devices", path, _actor(actor))
+    with open_registry(config) as (registry, settings):
+        report = import_file(registry, "devices", path, actor_name(actor))
         if settings.registry.dynsec.enabled and report.added:
             devices = [registry.get_device(device_id) for device_id in report.added]
             granted, failed = asyncio.run(
                 grant_devices(
-                    registry, settings.registry.dynsec, devices, _actor(actor)
+                    registry, settings.registry.dynsec, devices, actor_name(actor)
                 )
             )
-            _print_credentials(granted, credentials_file)
+            print_credentials(granted, credentials_file)
             failures.extend(failed)
     # Known limitation: a device left without an account stays registered;
     # decommission it and register it again once the broker is fixed.
@@ -267,7 +258,7 @@ def devices_export(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Print every device as CSV or YAML that `decor devices import` reads back."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         sys.stdout.write(export_records(registry, "devices", fmt))
 
 
@@ -299,7 +290,7 @@ def cameras_add(
     actor: ActorOption = None,
 ) -> None:
     """Register a camera; credentials in its URL are moved out of it."""
-    data = _parse(
+    data = parse_options(
         CameraIn,
         camera_id=camera_id,
         agency=agency,
@@ -312,9 +303,9 @@ def cameras_add(
         status=status,
         notes=notes,
     )
-    with _registry(config) as (registry, _):
-        camera = registry.add_camera(data, _actor(actor))
-    output.print(_record_table(camera.model_dump(), f"Camera {camera_id}"))
+    with open_registry(config) as (registry, _):
+        camera = registry.add_camera(data, actor_name(actor))
+    output.print(record_table(camera.model_dump(), f"Camera {camera_id}"))
 
 
 @cameras_app.command("list")
@@ -327,7 +318,7 @@ def cameras_list(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """List cameras by id, filtered and paged."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         page = registry.list_cameras(
             agency=agency, site=site, status=status, limit=limit, offset=offset
         )
@@ -339,7 +330,7 @@ def cameras_list(
         "stream_url",
         "sample_interval_s",
     ]
-    _print_page("cameras", page, columns)
+    print_page("cameras", page, columns)
 
 
 @cameras_app.command("show")
@@ -348,11 +339,11 @@ def cameras_show(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Show one camera (never its password) and its latest changes."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         camera = registry.get_camera(camera_id)
         history = registry.audit_log(entity_id=camera_id, limit=10).items
-    output.print(_record_table(camera.model_dump(), f"Camera {camera_id}"))
-    _print_history(history)
+    output.print(record_table(camera.model_dump(), f"Camera {camera_id}"))
+    print_history(history)
 
 
 @cameras_app.command("update")
@@ -375,7 +366,7 @@ def cameras_update(
     actor: ActorOption = None,
 ) -> None:
     """Change the fields given of a camera."""
-    changes = _parse(
+    changes = parse_options(
         CameraUpdate,
         agency=agency,
         site=site,
@@ -387,9 +378,9 @@ def cameras_update(
         status=status,
         notes=notes,
     )
-    with _registry(config) as (registry, _):
-        camera = registry.update_camera(camera_id, changes, _actor(actor))
-    output.print(_record_table(camera.model_dump(), f"Camera {camera_id}"))
+    with open_registry(config) as (registry, _):
+        camera = registry.update_camera(camera_id, changes, actor_name(actor))
+    output.print(record_table(camera.model_dump(), f"Camera {camera_id}"))
 
 
 @cameras_app.command("decommission")
@@ -399,8 +390,8 @@ def cameras_decommission(
     actor: ActorOption = None,
 ) -> None:
     """Retire a camera."""
-    with _registry(config) as (registry, _):
-        camera = registry.decommission_camera(camera_id, _actor(actor))
+    with open_registry(config) as (registry, _):
+        camera = registry.decommission_camera(camera_id, actor_name(actor))
     output.print(f"Camera {escape(camera.camera_id)} is {camera.status}")
 
 
@@ -411,8 +402,8 @@ def cameras_import(
     actor: ActorOption = None,
 ) -> None:
     """Register the cameras of a file; bad rows are reported and left out."""
-    with _registry(config) as (registry, _):
-        report = _import(registry, "cameras", path, _actor(actor))
+    with open_registry(config) as (registry, _):
+        report = import_file(registry, "cameras", path, actor_name(actor))
     if report.problems:
         raise typer.Exit(code=1)
 
@@ -422,7 +413,7 @@ def cameras_export(
     fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Print every camera as CSV or YAML (passwords are never exported)."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         sys.stdout.write(export_records(registry, "cameras", fmt))
 
 
@@ -441,7 +432,7 @@ def sites_add(
     actor: ActorOption = None,
 ) -> None:
     """Register a site."""
-    data = _parse(
+    data = parse_options(
         SiteIn,
         site_id=site_id,
         name=name,
@@ -450,9 +441,9 @@ def sites_add(
         longitude=longitude,
         address=address,
     )
-    with _registry(config) as (registry, _):
-        site = registry.add_site(data, _actor(actor))
-    output.print(_record_table(site.model_dump(), f"Site {site_id}"))
+    with open_registry(config) as (registry, _):
+        site = registry.add_site(data, actor_name(actor))
+    output.print(record_table(site.model_dump(), f"Site {site_id}"))
 
 
 @sites_app.command("list")
@@ -463,9 +454,9 @@ def sites_list(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """List sites by id."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         page = registry.list_sites(area=area, limit=limit, offset=offset)
-    _print_page("sites", page, ["site_id", "name", "area", "latitude", "longitude"])
+    print_page("sites", page, ["site_id", "name", "area", "latitude", "longitude"])
 
 
 @sites_app.command("show")
@@ -474,9 +465,9 @@ def sites_show(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Show one site."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         site = registry.get_site(site_id)
-    output.print(_record_table(site.model_dump(), f"Site {site_id}"))
+    output.print(record_table(site.model_dump(), f"Site {site_id}"))
 
 
 @sites_app.command("update")
@@ -491,7 +482,7 @@ def sites_update(
     actor: ActorOption = None,
 ) -> None:
     """Change the fields given of a site."""
-    changes = _parse(
+    changes = parse_options(
         SiteUpdate,
         name=name,
         area=area,
@@ -499,9 +490,9 @@ def sites_update(
         longitude=longitude,
         address=address,
     )
-    with _registry(config) as (registry, _):
-        site = registry.update_site(site_id, changes, _actor(actor))
-    output.print(_record_table(site.model_dump(), f"Site {site_id}"))
+    with open_registry(config) as (registry, _):
+        site = registry.update_site(site_id, changes, actor_name(actor))
+    output.print(record_table(site.model_dump(), f"Site {site_id}"))
 
 
 @sites_app.command("import")
@@ -511,8 +502,8 @@ def sites_import(
     actor: ActorOption = None,
 ) -> None:
     """Register the sites of a file; bad rows are reported and left out."""
-    with _registry(config) as (registry, _):
-        report = _import(registry, "sites", path, _actor(actor))
+    with open_registry(config) as (registry, _):
+        report = import_file(registry, "sites", path, actor_name(actor))
     if report.problems:
         raise typer.Exit(code=1)
 
@@ -522,7 +513,7 @@ def sites_export(
     fmt: FormatOption = "csv", config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Print every site as CSV or YAML."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         sys.stdout.write(export_records(registry, "sites", fmt))
 
 
@@ -536,18 +527,18 @@ def agencies_add(
     actor: ActorOption = None,
 ) -> None:
     """Register an agency."""
-    data = _parse(AgencyIn, agency_id=agency_id, name=name)
-    with _registry(config) as (registry, _):
-        registry.add_agency(data, _actor(actor))
+    data = parse_options(AgencyIn, agency_id=agency_id, name=name)
+    with open_registry(config) as (registry, _):
+        registry.add_agency(data, actor_name(actor))
     output.print(f"Agency {escape(agency_id)} registered")
 
 
 @agencies_app.command("list")
 def agencies_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """List the agencies."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         agencies = registry.list_agencies()
-    _print_rows("agencies", [a.model_dump() for a in agencies], ["agency_id", "name"])
+    print_rows("agencies", [a.model_dump() for a in agencies], ["agency_id", "name"])
 
 
 # Tokens and the audit log
@@ -561,8 +552,8 @@ def tokens_create(
     actor: ActorOption = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is kept."""
-    with _registry(config) as (registry, _):
-        issued = issue_token(registry, name, role, _actor(actor))
+    with open_registry(config) as (registry, _):
+        issued = issue_token(registry, name, role, actor_name(actor))
     console.print(f"Token {escape(name)} ({role}); shown once, store it now:")
     output.print(issued.secret, soft_wrap=True)
 
@@ -570,10 +561,10 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """List the API tokens (names and roles, never the tokens)."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         tokens = list_tokens(registry)
     rows = [t.model_dump() for t in tokens]
-    _print_rows("tokens", rows, ["name", "role", "created_at", "revoked_at"])
+    print_rows("tokens", rows, ["name", "role", "created_at", "revoked_at"])
 
 
 @tokens_app.command("revoke")
@@ -583,8 +574,8 @@ def tokens_revoke(
     actor: ActorOption = None,
 ) -> None:
     """Revoke an API token; it stops working at once."""
-    with _registry(config) as (registry, _):
-        revoke_token(registry, name, _actor(actor))
+    with open_registry(config) as (registry, _):
+        revoke_token(registry, name, actor_name(actor))
     output.print(f"Token {escape(name)} revoked")
 
 
@@ -597,141 +588,9 @@ def audit(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Show the newest registry changes: who, when, what changed."""
-    with _registry(config) as (registry, _):
+    with open_registry(config) as (registry, _):
         entries = registry.audit_log(entity=entity, entity_id=entity_id, limit=limit)
-    _print_history(entries.items)
-
-
-# Helpers
-
-
-@contextmanager
-def _registry(config_path: Path) -> Iterator[tuple[Registry, GatewayConfig]]:
-    try:
-        settings = load_config(config_path)
-        profiles = _profiles(settings, str(config_path))
-    except ConfigError as exc:
-        _exit(f"Configuration error: {exc}", 2)
-    try:
-        registry = Registry.open(settings.registry.database_url, profiles)
-    except RegistryError as exc:
-        _exit(str(exc), 1)
-    try:
-        yield registry, settings
-    except RegistryError as exc:
-        _exit(str(exc), 1)
-    finally:
-        registry.close()
-
-
-def _profiles(settings: GatewayConfig, source: str) -> dict[str, DeviceProfile]:
-    return load_quality_profiles(settings.quality.profiles_dir, source)
-
-
-def _parse(model: type[_Model], **values: Any) -> _Model:
-    given = {key: value for key, value in values.items() if value is not None}
-    try:
-        return model.model_validate(given)
-    except ValidationError as exc:
-        _exit(str(first_problem(exc)).replace("expected_cadence_s", "cadence"), 2)
-
-
-def _actor(actor: str | None) -> str:
-    return actor or getpass.getuser()
-
-
-def _import(registry: Registry, kind: Kind, path: Path, actor: str) -> ImportReport:
-    rows = read_rows(path)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"Importing {kind}", total=len(rows))
-        report = import_records(
-            registry, kind, rows, actor, lambda n: progress.advance(task, n)
-        )
-    for problem in report.problems:
-        console.print(f"{escape(str(path))}: {escape(str(problem))}", soft_wrap=True)
-    output.print(
-        f"Imported {len(report.added)} of {report.rows} {kind} from "
-        f"{escape(str(path))}; {len(report.problems)} rows refused"
-    )
-    return report
-
-
-def _print_credentials(
-    granted: list[DeviceCredentials], path: Path | None = None
-) -> None:
-    if path is not None:
-        # Written readable by its owner only: it holds live passwords.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("device_id,mqtt_username,mqtt_password\n")
-            for item in granted:
-                out.write(f"{item.username},{item.username},{item.password}\n")
-        console.print(f"MQTT passwords of {len(granted)} devices written to {path}")
-        return
-    console.print("MQTT credentials, shown once; the registry does not keep them:")
-    table = Table("username", "password", "publish to", "subscribe to", box=box.SIMPLE)
-    for item in granted:
-        table.add_row(
-            item.username,
-            item.password,
-            "\n".join(item.publish_topics),
-            item.command_topic,
-        )
-    output.print(table)
-
-
-def _record_table(record: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, show_header=False, box=box.SIMPLE)
-    for key, value in record.items():
-        table.add_row(key, escape(_text(value)))
-    return table
-
-
-def _print_page(kind: str, page: Any, columns: list[str]) -> None:
-    _print_rows(kind, [item.model_dump() for item in page.items], columns)
-    shown_to = page.offset + len(page.items)
-    console.print(
-        f"{kind} {page.offset + 1 if page.items else 0}-{shown_to} of {page.total}"
-    )
-
-
-def _print_rows(kind: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        output.print(f"No {kind}")
-        return
-    table = Table(*columns, box=box.SIMPLE)
-    for row in rows:
-        table.add_row(*(escape(_text(row[column])) for column in columns))
-    output.print(table)
-
-
-def _print_history(entries: list[Any]) -> None:
-    rows = [
-        {
-            "at": entry.at.strftime("%Y-%m-%d %H:%M:%S"),
-            "actor": entry.actor,
-            "action": entry.action,
-            "what": f"{entry.entity} {entry.entity_id}",
-            "changes": ", ".join(
-                f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in entry.changes.items()
-            ),
-        }
-        for entry in entries
-    ]
-    _print_rows("changes", rows, ["at", "actor", "action", "what", "changes"])
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
-
-
-def _exit(message: str, code: int) -> NoReturn:
-    console.print(escape(message), soft_wrap=True)
-    raise typer.Exit(code=code)
+    print_history(entries.items)
 
 
 def api(
@@ -748,9 +607,9 @@ def api(
         settings = load_config(config)
         app = create_app_from_config(settings, str(config))
     except ConfigError as exc:
-        _exit(f"Configuration error: {exc}", 2)
+        fail(f"Configuration error: {exc}", 2)
     except RegistryError as exc:
-        _exit(str(exc), 1)
+        fail(str(exc), 1)
     uvicorn.run(
         app,
         host=host or settings.registry.api_host,
