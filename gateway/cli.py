@@ -43,6 +43,7 @@ from gateway.deadletters import (
 )
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
+from gateway.registry import RegistryError
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
@@ -106,7 +107,17 @@ def run(
         gateway = Gateway(settings, source=str(config))
     except ConfigError as exc:
         _fail(str(exc))
-    asyncio.run(_run_gateway(gateway, duration, summary))
+    try:
+        asyncio.run(_run_gateway(gateway, duration, summary))
+    except ConfigError as exc:
+        # Raised at start-up only: the registry API's address is taken.
+        _fail(str(exc))
+    except RegistryError as exc:
+        # Raised at start-up only: the registry's database cannot be read.
+        console.print(
+            f"[bold red]Registry error:[/] {escape(str(exc))}", soft_wrap=True
+        )
+        raise typer.Exit(code=1) from None
 
 
 @app.command()

@@ -555,6 +555,14 @@ class RegistryConfig(_Section):
         "postgresql+psycopg://user:password@host/db",
         repr=False,
     )
+    check_devices: bool = Field(
+        False,
+        description="Check every point of `decor run` against the registry: refuse "
+        "unknown, pending and decommissioned devices, tag points with the agency",
+    )
+    serve_api: bool = Field(
+        False, description="Serve the HTTP API from `decor run` as well"
+    )
     api_host: str = Field("127.0.0.1", min_length=1, description="API listen address")
     api_port: Port = Field(8080, description="API listen TCP port")
     unknown_devices: Literal["refuse", "pending"] = Field(

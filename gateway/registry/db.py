@@ -64,8 +64,9 @@ def open_sessions(engine: Engine) -> sessionmaker[Session]:
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Migrate the database to `revision`, keeping its data; no-op when there."""
-    before = current_revision(engine)
     try:
+        # Inside the try: reading the revision is the first connection made.
+        before = current_revision(engine)
         with engine.begin() as connection:
             config = _alembic_config(engine)
             config.attributes["connection"] = connection

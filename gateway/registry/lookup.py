@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 UNKNOWN_DEVICE = "unknown_device"
 DECOMMISSIONED_DEVICE = "decommissioned_device"
 PENDING_DEVICE = "pending_device"
+PROFILE_MISMATCH = "profile_mismatch"
 PENDING_ACTOR = "gateway"
 # Devices waiting to be written as pending at once; more wait for the next refresh.
 MAX_PENDING_PER_REFRESH = 1000
@@ -108,8 +109,22 @@ class DeviceDirectory:
                 PENDING_DEVICE,
                 f"device {device_id!r} awaits a technician's approval",
             )
-        # The registry, not the topic, says who owns a device.
-        tags = {**point.tags, self.agency_tag: entry.agency}
+        named = point.tags.get(self.profile_tag)
+        if named is not None and named != entry.profile:
+            # Its readings would be checked against the wrong ranges and stored
+            # under another device type: the firmware or the registry is wrong.
+            return Admission(
+                None,
+                PROFILE_MISMATCH,
+                f"device {device_id!r} is registered as {entry.profile!r}, "
+                f"its {self.profile_tag!r} tag says {named!r}",
+            )
+        # The registry, not the topic, says who owns a device and what it is.
+        tags = {
+            **point.tags,
+            self.agency_tag: entry.agency,
+            self.profile_tag: entry.profile,
+        }
         return Admission(dataclasses.replace(point, tags=tags))
 
     def refresh(self) -> int:
