@@ -6,6 +6,7 @@ import pytest
 
 from gateway.registry import (
     CameraIn,
+    CameraUpdate,
     Conflict,
     DeviceIn,
     DeviceUpdate,
@@ -139,3 +140,31 @@ def test_registry_camera_credentials_stay_out_of_urls_repr_and_audit(
     shown = repr(data) + camera.model_dump_json()
     shown += repr(city_registry.audit_log(entity="camera").items)
     assert "s3cret-pw" not in shown
+
+
+def test_registry_stores_each_cameras_expected_cadence(city_registry: Registry):
+    """Test that a camera's cadence defaults to its sampling interval, else is kept."""
+    sampled = city_registry.add_camera(
+        CameraIn(
+            camera_id="cam-1",
+            agency="pupr",
+            stream_url="rtsp://10.1.2.3/a",
+            sample_interval_s=30,
+        ),
+        ACTOR,
+    )
+    declared = city_registry.add_camera(
+        CameraIn(
+            camera_id="cam-2",
+            agency="pupr",
+            stream_url="rtsp://10.1.2.4/a",
+            expected_cadence_s=900,
+        ),
+        ACTOR,
+    )
+    city_registry.update_camera("cam-1", CameraUpdate(expected_cadence_s=120), ACTOR)
+
+    assert declared.expected_cadence_s == 900.0
+    assert sampled.expected_cadence_s == 30.0
+    assert city_registry.get_camera("cam-1").expected_cadence_s == 120.0
+    assert city_registry.get_camera("cam-2").expected_cadence_s == 900.0
