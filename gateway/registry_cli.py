@@ -456,7 +456,8 @@ def sites_list(
     """List sites by id."""
     with open_registry(config) as (registry, _):
         page = registry.list_sites(area=area, limit=limit, offset=offset)
-    print_page("sites", page, ["site_id", "name", "area", "latitude", "longitude"])
+    columns = ["site_id", "name", "area", "latitude", "longitude", "status"]
+    print_page("sites", page, columns)
 
 
 @sites_app.command("show")
@@ -493,6 +494,18 @@ def sites_update(
     with open_registry(config) as (registry, _):
         site = registry.update_site(site_id, changes, actor_name(actor))
     output.print(record_table(site.model_dump(), f"Site {site_id}"))
+
+
+@sites_app.command("decommission")
+def sites_decommission(
+    site_id: Annotated[str, typer.Argument(help="Site id.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    actor: ActorOption = None,
+) -> None:
+    """Retire a site once its devices and cameras are moved or retired."""
+    with open_registry(config) as (registry, _):
+        site = registry.decommission_site(site_id, actor_name(actor))
+    output.print(f"Site {escape(site.site_id)} is {site.status}")
 
 
 @sites_app.command("import")

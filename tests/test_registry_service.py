@@ -13,6 +13,7 @@ from gateway.registry import (
     InvalidInput,
     NotFound,
     Registry,
+    SiteUpdate,
 )
 from tests.registry_support import (  # noqa: F401 - fixtures
     ACTOR,
@@ -168,3 +169,27 @@ def test_registry_stores_each_cameras_expected_cadence(city_registry: Registry):
     assert sampled.expected_cadence_s == 30.0
     assert city_registry.get_camera("cam-1").expected_cadence_s == 120.0
     assert city_registry.get_camera("cam-2").expected_cadence_s == 900.0
+
+
+def test_registry_site_is_decommissioned_once_nothing_in_service_is_there(
+    city_registry: Registry,
+):
+    """Test that a site with a device in service stays; retired, it takes nothing."""
+    city_registry.add_device(_gauge(site="panus"), ACTOR)
+
+    with pytest.raises(Conflict, match="still has in service: device rg-001"):
+        city_registry.decommission_site("panus", ACTOR)
+    city_registry.decommission_device("rg-001", ACTOR)
+    site = city_registry.decommission_site("panus", ACTOR)
+
+    assert site.status == "decommissioned"
+    with pytest.raises(InvalidInput, match="site 'panus' is decommissioned"):
+        city_registry.add_device(_gauge("rg-002", site="panus"), ACTOR)
+    with pytest.raises(Conflict, match="is decommissioned"):
+        city_registry.update_site("panus", SiteUpdate(name="Old bridge"), ACTOR)
+    [entry] = city_registry.audit_log(entity="site", entity_id="panus", limit=1).items
+    assert (entry.action, entry.changes["status"]) == (
+        "decommission",
+        ["active", "decommissioned"],
+    )
+    assert city_registry.get_site("balai-kota").status == "active"
