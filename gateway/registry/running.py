@@ -64,6 +64,7 @@ class GatewayRegistry:
         self._refresh_task: asyncio.Task[None] | None = None
         self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
+        self._api_registry: Registry | None = None
 
     @classmethod
     def from_config(
@@ -105,7 +106,8 @@ class GatewayRegistry:
         if self._api_server is not None and self._api_thread is not None:
             self._api_server.should_exit = True
             await asyncio.to_thread(self._api_thread.join, API_STOP_WAIT_S)
-            self._api_registry().close()
+            if self._api_registry is not None:
+                self._api_registry.close()
         if self.registry is not None:
             self.registry.close()
 
@@ -138,11 +140,6 @@ class GatewayRegistry:
         if self.settings.serve_api:
             await self._start_api()
 
-    def _api_registry(self) -> Registry:
-        assert self._api_server is not None
-        registry: Registry = self._api_server.config.app.state.registry
-        return registry
-
     async def _start_api(self) -> None:
         # Imported here: a gateway that does not serve the API never loads
         # FastAPI and uvicorn.
@@ -168,6 +165,7 @@ class GatewayRegistry:
         except BaseException:
             listener.close()
             raise
+        self._api_registry = app.state.registry
         server = uvicorn.Server(
             uvicorn.Config(app, log_level=self.config.log_level, lifespan="off")
         )
