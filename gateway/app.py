@@ -27,6 +27,7 @@ from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
 from gateway.logutil import RateLimitedLogger
 from gateway.points import Point, encode_line
+from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
 from gateway.sinks.spool import Spool
 from gateway.sources import MqttMessage, MqttSubscriber
@@ -61,6 +62,8 @@ class Gateway:
         self.routes = build_routes(config, source)
         self.quality = build_quality_checker(config, source)
         self.stats = GatewayStats()
+        # None unless [registry] check_devices or serve_api is on.
+        self.registry = GatewayRegistry.from_config(config, source)
         dead = config.dead_letters
         self.dead_letters = DeadLetterStore(dead.path, dead.max_bytes, dead.max_files)
         spool = config.spool
@@ -89,6 +92,8 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is buffered and close."""
+        if self.registry is not None:
+            await self.registry.start()
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
@@ -121,6 +126,8 @@ class Gateway:
             tasks[2].cancel()
             await asyncio.gather(tasks[2], return_exceptions=True)
             await self.dead_letters.aclose()
+            if self.registry is not None:
+                await self.registry.stop()
             if self.dead_letters.entries_written:
                 logger.info(
                     "Kept %d dead letters in %s (see: decor deadletter list)",
@@ -264,6 +271,8 @@ class Gateway:
             fresh = [p for p in points if p.time_ns != message.received_ns]
             self.stats.retained_skipped += len(points) - len(fresh)
             points = fresh
+        if self.registry is not None:
+            points = self._admitted(message, route, points)
         if self.quality is None:
             return points
         checked_points = []
@@ -276,6 +285,16 @@ class Gateway:
             if checked.point is not None:
                 checked_points.append(checked.point)
         return checked_points
+
+    def _admitted(
+        self, message: MqttMessage, route: Route, points: list[Point]
+    ) -> list[Point]:
+        """Keep the points of registered devices; dead-letter the others."""
+        assert self.registry is not None
+        admitted, refusals = self.registry.admit(points)
+        for refusal in refusals:
+            self._reject_message(message, route, refusal.reason, refusal.detail)
+        return admitted
 
     def _route_for(self, topic: str) -> tuple[int, Route | None, bool]:
         """Return the first route that takes `topic`, its index, and whether

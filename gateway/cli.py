@@ -44,6 +44,9 @@ from gateway.deadletters import (
 )
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
+from gateway.registry import RegistryError
+from gateway.registry.running import Admit, replay_admission
+from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
 
@@ -74,6 +77,8 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+# decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
+register_commands(app)
 
 ConfigOption = Annotated[
     Path,
@@ -104,7 +109,17 @@ def run(
         gateway = Gateway(settings, source=str(config))
     except ConfigError as exc:
         _fail(str(exc))
-    asyncio.run(_run_gateway(gateway, duration, summary))
+    try:
+        asyncio.run(_run_gateway(gateway, duration, summary))
+    except ConfigError as exc:
+        # Raised at start-up only: the registry API's address is taken.
+        _fail(str(exc))
+    except RegistryError as exc:
+        # Raised at start-up only: the registry's database cannot be read.
+        console.print(
+            f"[bold red]Registry error:[/] {escape(str(exc))}", soft_wrap=True
+        )
+        raise typer.Exit(code=1) from None
 
 
 @app.command()
@@ -297,8 +312,16 @@ def deadletter_replay(
     selected, code = _select_for_replay(entries, replayed, ids, reason)
     log = ReplayLog(settings.dead_letters.path)
     try:
-        with log.locked({entry.id for entry in entries}):
-            code |= asyncio.run(_replay(settings, routes, selected, log, dry_run))
+        with (
+            log.locked({entry.id for entry in entries}),
+            replay_admission(settings, str(config)) as admit,
+        ):
+            code |= asyncio.run(
+                _replay(settings, routes, selected, log, dry_run, admit)
+            )
+    except RegistryError as exc:
+        console.print(f"Registry error: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
     except BlockingIOError:
         console.print(f"Another replay holds {escape(str(log.path))}; try again later")
         raise typer.Exit(code=1) from None
@@ -613,12 +636,13 @@ async def _replay(
     selected: list[DeadLetter],
     log: ReplayLog,
     dry_run: bool,
+    admit: Admit | None = None,
 ) -> int:
     if not selected:
         output.print("Nothing to replay")
         return 0
     quality = build_quality_checker(settings)
-    outcomes = [prepare_replay(entry, routes, quality) for entry in selected]
+    outcomes = [prepare_replay(entry, routes, quality, admit) for entry in selected]
     failed = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failed:
         _print_outcome(outcome, dry_run)

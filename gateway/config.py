@@ -62,6 +62,7 @@ __all__ = [
     "InfluxConfig",
     "MqttConfig",
     "QualityConfig",
+    "RegistryConfig",
     "SubscriptionConfig",
     "TlsConfig",
     "load_config",
@@ -499,6 +500,88 @@ class DeadLetterConfig(_Section):
         return value.rstrip("/")
 
 
+class DynsecConfig(_Section):
+    """The Mosquitto dynamic security plugin that holds each device's credentials."""
+
+    enabled: bool = Field(
+        False,
+        description="Create and revoke device credentials through the broker's "
+        "$CONTROL/dynamic-security/v1 API",
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name")
+    port: Port = Field(1883, description="Broker TCP port")
+    username: str = Field(
+        "decor-admin",
+        min_length=1,
+        description="Broker account allowed to manage dynamic security",
+    )
+    password: str | None = Field(
+        None, description="Password of that account", repr=False
+    )
+    timeout_s: DelaySeconds = Field(
+        5.0, description="Longest wait for the broker to answer a command, s"
+    )
+    telemetry_topics: list[str] = Field(
+        ["city/{agency}/{device_type}/{device_id}/telemetry"],
+        min_length=1,
+        description="Topics a device may publish to; {agency}, {device_type} "
+        "and {device_id} are filled from the registry",
+    )
+    command_topic: str = Field(
+        "city/{agency}/{device_type}/{device_id}/command",
+        min_length=1,
+        description="The one topic a device may subscribe to",
+    )
+
+    @field_validator("telemetry_topics")
+    @classmethod
+    def _telemetry_templates(cls, value: list[str]) -> list[str]:
+        for index, template in enumerate(value):
+            problem = _device_topic_problem(template)
+            if problem:
+                raise _Invalid(f"{template!r}: {problem}", index)
+        return value
+
+    @field_validator("command_topic")
+    @classmethod
+    def _command_template(cls, value: str) -> str:
+        problem = _device_topic_problem(value)
+        if problem:
+            raise ValueError(f"{value!r}: {problem}")
+        return value
+
+
+class RegistryConfig(_Section):
+    """The registry of agencies, sites, devices and cameras, and its HTTP API."""
+
+    database_url: str = Field(
+        "sqlite:///.run/registry.db",
+        min_length=1,
+        description="SQLAlchemy URL: sqlite:///path or "
+        "postgresql+psycopg://user:password@host/db",
+        repr=False,
+    )
+    check_devices: bool = Field(
+        False,
+        description="Check every point of `decor run` against the registry: refuse "
+        "unknown, pending and decommissioned devices, tag points with the agency",
+    )
+    serve_api: bool = Field(
+        False, description="Serve the HTTP API from `decor run` as well"
+    )
+    api_host: str = Field("127.0.0.1", min_length=1, description="API listen address")
+    api_port: Port = Field(8080, description="API listen TCP port")
+    unknown_devices: Literal["refuse", "pending"] = Field(
+        "refuse",
+        description="Readings of a device not in the registry: refuse them into "
+        "the dead letters, or also register the device as pending",
+    )
+    refresh_interval_s: DelaySeconds = Field(
+        10.0, description="How often a running gateway re-reads the registry, s"
+    )
+    dynsec: DynsecConfig = DynsecConfig()
+
+
 class SpoolConfig(_Section):
     """Where batches wait on disk while InfluxDB cannot take them."""
 
@@ -531,9 +614,30 @@ class GatewayConfig(_Section):
     influx: InfluxConfig = Field(default_factory=InfluxConfig)
     spool: SpoolConfig = SpoolConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()
+    registry: RegistryConfig = RegistryConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
+
+
+def _device_topic_problem(template: str) -> str | None:
+    """Say what is wrong with a device topic template, or return None."""
+    allowed = {"agency", "device_type", "device_id"}
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as exc:
+        return f"is not a template ({exc})"
+    if "+" in template or "#" in template:
+        return "must be one topic per device: no wildcards + or #"
+    if "{device_id}" not in template:
+        return "must contain {device_id}, else devices would share it"
+    unknown = sorted(names - allowed)
+    if unknown:
+        return (
+            "may only use {agency}, {device_type} and {device_id}, "
+            f"got {unknown}"
+        )
+    return None
 
 
 def _zone(name: str) -> str:
