@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.app import Gateway, build_quality_checker, build_routes
+from gateway.cctv_cli import cctv_app
 from gateway.config import GatewayConfig, load_config
 from gateway.deadletters import (
     DeadLetter,
@@ -73,6 +74,7 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+app.add_typer(cctv_app, name="cctv")
 
 ConfigOption = Annotated[
     Path,
