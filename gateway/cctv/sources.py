@@ -355,7 +355,7 @@ class HttpSource:
         self._last_frame_at = self._opened_at = time.monotonic()
         if self.live:
             self._parser = MjpegParser(content_type, MAX_JPEG_BYTES)
-            self._chunks = self._response.iter_raw(HTTP_CHUNK_BYTES)
+            self._chunks = self._response.iter_raw()
 
     def poll(self, want: bool = True, continuous: bool = False) -> Frame | None:
         """Return the due frame: the newest MJPEG part, or a fresh JPEG by GET."""
