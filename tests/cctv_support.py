@@ -265,12 +265,17 @@ class RtspServer:
         self.process = subprocess.Popen(
             [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        assert line.strip() == "ready", self.process.stderr.read() if self.process.stderr else line
+        if line.strip() != "ready":
+            rest = self.process.stdout.read()
+            self.stop()
+            raise AssertionError(f"RTSP server did not start: {line}{rest}")
+        # Nothing more is read: the server prints nothing after "ready".
+        self.process.stdout.close()
         return self
 
     def pause(self) -> None:
@@ -287,6 +292,8 @@ class RtspServer:
             os.kill(self.process.pid, signal.SIGCONT)
             self.process.terminate()
             self.process.wait(5)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
         self.process = None
 
     def __enter__(self) -> RtspServer:

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import av
 import av.error
@@ -153,8 +154,12 @@ class RtspStream:
         settings = self._settings
         options = {
             "rtsp_transport": settings.rtsp_transport,
-            # FFmpeg's own socket timeout, µs: also bounds UDP waits.
-            "timeout": str(int(settings.read_timeout_s * 1e6)),
+            # FFmpeg's own socket timeout, µs, also bounds UDP waits; a little
+            # longer than ours, so that our deadline (which names the phase)
+            # normally fires first.
+            "timeout": str(
+                int((max(settings.open_timeout_s, settings.read_timeout_s) + 1) * 1e6)
+            ),
             "analyzeduration": str(PROBE_DURATION_US),
             "probesize": str(PROBE_BYTES),
         }
@@ -333,9 +338,11 @@ class HttpSource:
         """Send the GET and look at what kind of answer comes back."""
         settings = self._settings
         timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.open_timeout_s)
-        self._client = httpx.Client(timeout=timeout, follow_redirects=True)
+        # Credentials go in the auth header, never in the URL a library logs.
+        url, auth = _split_credentials(settings.url)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=True, auth=auth)
         try:
-            request = self._client.build_request("GET", settings.url)
+            request = self._client.build_request("GET", url)
             self._response = self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.close()
@@ -438,7 +445,17 @@ class HttpSource:
         return Frame(image, width, height, time.time_ns(), time.perf_counter() - started)
 
 
+def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), auth
+
+
 def _av_open(settings: SourceSettings, options: dict[str, str], url: str = "") -> Any:
+    started = time.monotonic()
     try:
         return av.open(
             url or settings.url,
@@ -446,7 +463,15 @@ def _av_open(settings: SourceSettings, options: dict[str, str], url: str = "") -
             timeout=(settings.open_timeout_s, settings.read_timeout_s),
         )
     except av.error.FFmpegError as exc:
-        raise _camera_error(exc, settings, opened=False) from None
+        error = _camera_error(exc, settings, opened=False)
+        waited_s = time.monotonic() - started
+        if error.kind in ("corrupt", "error", "ended") and waited_s >= min(
+            settings.open_timeout_s, settings.read_timeout_s
+        ):
+            # A server that accepts and never answers ends in whatever error
+            # the protocol's own timeout gives; it is a timeout all the same.
+            error = CameraError("timeout", f"no answer in {waited_s:.1f} s: {error.detail}")
+        raise error from None
 
 
 def _next_packet(packets: Any, settings: SourceSettings) -> Any:

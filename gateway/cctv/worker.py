@@ -322,6 +322,9 @@ def run_worker(
     # The parent handles Ctrl-C and tells us to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    # httpx and httpcore log every request line; cameras are polled often.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _silence_ffmpeg()
     parent = os.getppid()
     slots = threading.BoundedSemaphore(max_concurrent_decodes)
