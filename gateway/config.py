@@ -630,8 +630,9 @@ class CctvConfig(_Section):
         "per camera",
     )
     frozen_motion: Annotated[float, Field(ge=0)] = Field(
-        0.3,
-        description="Motion (mean grey difference, 0-255) below which a sample "
+        0.5,
+        description="Motion (mean grey difference of smoothed copies, 0-255) "
+        "below which a sample "
         "counts as the same picture again",
     )
     frozen_samples: Annotated[int, Field(ge=2)] = Field(

@@ -39,7 +39,7 @@ Polygon = Sequence[Sequence[float]]
 class AnalysisSettings:
     """Thresholds that turn measures into states; see the cctv config section."""
 
-    frozen_motion: float = 0.3
+    frozen_motion: float = 0.5
     frozen_samples: int = 3
     dark_brightness: float = 16.0
     uniform_contrast: float = 6.0
@@ -86,9 +86,12 @@ class FrameAnalyzer:
         brightness, contrast = float(mean[0][0]), float(deviation[0][0])
         sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
         motion = None
-        if self._previous is not None and self._previous.shape == grey.shape:
-            motion = float(cv2.absdiff(grey, self._previous).mean())
-        self._previous = grey
+        # Compared smoothed: a still picture re-encoded by the camera differs
+        # from itself by compression noise, which smoothing mostly removes.
+        smooth = cv2.GaussianBlur(grey, (5, 5), 0)
+        if self._previous is not None and self._previous.shape == smooth.shape:
+            motion = float(cv2.absdiff(smooth, self._previous).mean())
+        self._previous = smooth
         if motion is not None and motion < settings.frozen_motion:
             self._unchanged += 1
         else:
