@@ -49,23 +49,30 @@ async def run_cctv(
     if publisher is not None:
         tasks.append(asyncio.create_task(publisher.run(), name="cctv.publish"))
     server = None
+    serving: asyncio.Task[None] | None = None
     if http_port is not None:
         server = _http_server(service, http_host, http_port)
-        tasks.append(asyncio.create_task(server.serve(), name="cctv.http"))
+        serving = asyncio.create_task(server.serve(), name="cctv.http")
     try:
         await service.started.wait()
         if ready is not None:
             ready.set()
         waiting = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        watched = [waiting, *tasks] + ([serving] if serving is not None else [])
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
-        for task in tasks:
+        for task in watched[1:]:
             if task.done() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
         logger.info("Stopping camera sampling")
-        if server is not None:
+        if server is not None and serving is not None:
+            # Let uvicorn close its sockets itself; cancelling would leak them.
             server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(serving), 5)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
         for task in tasks[2:]:
             task.cancel()
         await asyncio.gather(*tasks[2:], return_exceptions=True)
