@@ -2,8 +2,9 @@
 
 Media are made at test time with ffmpeg from the surveillance clip in
 ../shared/data/cctv. Servers run on loopback: GStreamer's RTSP server
-(tests/cctv_rtsp_server.py), an HTTP server for JPEG and MJPEG in the styles
-real cameras use, and a TCP listener that accepts and never answers.
+(tests/cctv_rtsp_server.py; ffmpeg itself cannot serve RTSP to a client),
+ffmpeg's own HTTP server sending MJPEG, an HTTP server for JPEG and MJPEG in
+the styles real cameras use, and a TCP listener that accepts and never answers.
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def make_h264(
         "-bf", "0", "-g", str(gop), "-keyint_min", str(gop),
         "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-an", str(path),
     )  # fmt: skip
+    return path
+
+
+def make_corrupt_h264(path: Path, *, seconds: float = 30, seed: int = 7) -> Path:
+    """Encode part of the clip as 320x240 H.264 with random bytes over its middle.
+
+    The damage is done to the raw H.264 stream (300 bytes every 15 kB of the
+    middle three fifths), which is then put into MP4 as it is, so a server
+    sends the damaged slices exactly as a faulty camera or link would.
+    """
+    raw = path.with_suffix(".h264")
+    ffmpeg(
+        "-t", str(seconds), "-i", str(CLIP), "-vf", "scale=320:240",
+        "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "20",
+        "-keyint_min", "20", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-an",
+        "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(raw),
+    )  # fmt: skip
+    data = bytearray(raw.read_bytes())
+    rng = np.random.default_rng(seed)
+    for offset in range(len(data) // 5, len(data) * 4 // 5, 15_000):
+        data[offset : offset + 300] = rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+    raw.write_bytes(bytes(data))
+    ffmpeg("-fflags", "+genpts", "-r", "10", "-i", str(raw), "-c", "copy", str(path))
+    raw.unlink()
     return path
 
 
@@ -249,6 +274,49 @@ class SilentListener:
             self._accepted.append(connection)
 
 
+class FfmpegMjpeg:
+    """ffmpeg serving the clip once as an HTTP MJPEG stream, then exiting.
+
+    ffmpeg's own HTTP server takes one client; the stream plays in real time
+    for `seconds` and ends, like a camera that stops; after that the port is
+    closed (connections are refused).
+    """
+
+    def __init__(self, seconds: float, size: str = "320x240") -> None:
+        self.port = free_port()
+        self.seconds = seconds
+        self.size = size
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def __enter__(self) -> FfmpegMjpeg:
+        width, height = self.size.split("x")
+        self.process = subprocess.Popen(
+            [
+                "ffmpeg", "-v", "error", "-re", "-t", str(self.seconds),
+                "-i", str(CLIP), "-vf", f"scale={width}:{height}", "-q:v", "5",
+                "-f", "mpjpeg",
+                "-content_type", "multipart/x-mixed-replace;boundary=ffmpeg",
+                "-listen", "1", self.url(),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # Wait for the listening socket without connecting: a connection
+        # would be ffmpeg's one client.
+        deadline = time.monotonic() + 10
+        while not _listening(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+
 class RtspServer:
     """GStreamer's RTSP server on a free port, serving H.264 files by name."""
 
@@ -301,6 +369,16 @@ class RtspServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _listening(port: int) -> bool:
+    """Tell whether a TCP socket listens on the port (from /proc, no connecting)."""
+    listen_state = "0A"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == listen_state and int(local.rpartition(":")[2], 16) == port:
+            return True
+    return False
 
 
 @contextlib.contextmanager
