@@ -600,7 +600,7 @@ class CctvConfig(_Section):
         30.0, description="Longest delay between reconnects, seconds"
     )
     reconnect_above_s: DelaySeconds = Field(
-        30.0,
+        10.0,
         description="RTSP cameras sampled this rarely or rarer, seconds, connect "
         "for each sample instead of staying connected",
     )

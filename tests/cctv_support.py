@@ -58,7 +58,9 @@ def make_h264(
 ) -> Path:
     """Encode part of the clip as H.264 in MP4 (10 fps, a keyframe every `gop`)."""
     width, height = size.split("x")
-    video_filter = f"scale={width}:{height}" + (f",{extra_filter}" if extra_filter else "")
+    video_filter = f"scale={width}:{height}" + (
+        f",{extra_filter}" if extra_filter else ""
+    )
     ffmpeg(
         "-ss", str(start_s), "-t", str(seconds), "-i", str(CLIP),
         "-vf", video_filter, "-c:v", "libx264", "-preset", "ultrafast",
@@ -85,7 +87,9 @@ def make_corrupt_h264(path: Path, *, seconds: float = 30, seed: int = 7) -> Path
     data = bytearray(raw.read_bytes())
     rng = np.random.default_rng(seed)
     for offset in range(len(data) // 5, len(data) * 4 // 5, 15_000):
-        data[offset : offset + 300] = rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+        data[offset : offset + 300] = rng.integers(
+            0, 256, 300, dtype=np.uint8
+        ).tobytes()
     raw.write_bytes(bytes(data))
     ffmpeg("-fflags", "+genpts", "-r", "10", "-i", str(raw), "-c", "copy", str(path))
     raw.unlink()
@@ -95,11 +99,15 @@ def make_corrupt_h264(path: Path, *, seconds: float = 30, seed: int = 7) -> Path
 def numbered_jpeg(number: int, width: int = 320, height: int = 240) -> bytes:
     """Return a JPEG of a clip-like frame that carries its number, readably."""
     image = np.full((height, width, 3), 90, np.uint8)
-    cv2.circle(image, (width // 2, height // 2 + 30), 40 + number % 20, (30, 160, 200), -1)
+    cv2.circle(
+        image, (width // 2, height // 2 + 30), 40 + number % 20, (30, 160, 200), -1
+    )
     for bit in range(BITS):
         value = 255 if number >> bit & 1 else 0
         image[0:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = value
-    cv2.putText(image, str(number), (10, 200), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+    cv2.putText(
+        image, str(number), (10, 200), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3
+    )
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return bytes(data)
@@ -143,7 +151,7 @@ class CameraHttp:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.connections += 1
                 with contextlib.suppress(OSError):
                     server._serve(self)
@@ -295,11 +303,25 @@ class FfmpegMjpeg:
         width, height = self.size.split("x")
         self.process = subprocess.Popen(
             [
-                "ffmpeg", "-v", "error", "-re", "-t", str(self.seconds),
-                "-i", str(CLIP), "-vf", f"scale={width}:{height}", "-q:v", "5",
-                "-f", "mpjpeg",
-                "-content_type", "multipart/x-mixed-replace;boundary=ffmpeg",
-                "-listen", "1", self.url(),
+                "ffmpeg",
+                "-v",
+                "error",
+                "-re",
+                "-t",
+                str(self.seconds),
+                "-i",
+                str(CLIP),
+                "-vf",
+                f"scale={width}:{height}",
+                "-q:v",
+                "5",
+                "-f",
+                "mpjpeg",
+                "-content_type",
+                "multipart/x-mixed-replace;boundary=ffmpeg",
+                "-listen",
+                "1",
+                self.url(),
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

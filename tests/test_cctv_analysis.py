@@ -4,9 +4,6 @@ masks in stored snapshots; retention; the snapshot HTTP API end to end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +11,6 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-import orjson
 import pytest
 
 from gateway.cctv.analysis import AnalysisSettings, FrameAnalyzer
@@ -22,7 +18,7 @@ from gateway.cctv.runner import run_cctv
 from gateway.cctv.sources import SourceSettings, make_source
 from gateway.cctv.store import SnapshotStore
 from gateway.config import GatewayConfig
-from tests.cctv_support import CLIP, ffmpeg, free_port, make_h264
+from tests.cctv_support import CLIP, free_port, make_h264
 
 
 def _facts_over(path: Path, seconds: list[float], **settings):
@@ -52,7 +48,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     data = bytearray(normal.read_bytes())
     rng = np.random.default_rng(7)
     for offset in range(len(data) // 4, len(data) * 3 // 4, 20_000):
-        data[offset : offset + 400] = rng.integers(0, 256, 400, dtype=np.uint8).tobytes()
+        data[offset : offset + 400] = rng.integers(
+            0, 256, 400, dtype=np.uint8
+        ).tobytes()
     corrupt.write_bytes(bytes(data))
     return {"normal": normal, "black": black, "frozen": frozen, "blurred": blurred,
             "corrupt": corrupt}  # fmt: skip
@@ -102,7 +100,9 @@ def test_file_source_survives_corrupt_bytes(media):
     """Test that damaged stretches of a file give frames or a corrupt error, not a crash."""
     from gateway.cctv.sources import CameraError
 
-    source = make_source(SourceSettings(str(media["corrupt"])), threading.BoundedSemaphore(1))
+    source = make_source(
+        SourceSettings(str(media["corrupt"])), threading.BoundedSemaphore(1)
+    )
     source.open()
     outcomes = []
     for position in range(1, 12):
@@ -123,7 +123,10 @@ def test_snapshot_store_retention_by_age_and_by_size(tmp_path):
     now = time.time_ns()
     jpeg = b"\xff\xd8" + b"x" * 200_000 + b"\xff\xd9"
     old = store.save("cam", now - 120 * 10**9, jpeg, b"t", keep=True)
-    kept = [store.save("cam", now - (50 - i) * 10**9, jpeg, b"t", keep=True) for i in range(6)]
+    kept = [
+        store.save("cam", now - (50 - i) * 10**9, jpeg, b"t", keep=True)
+        for i in range(6)
+    ]
 
     deleted = store.enforce_retention(now)
 
@@ -139,7 +142,9 @@ def test_snapshot_store_retention_by_age_and_by_size(tmp_path):
     assert len(list(tmp_path.glob("cam/*/*.jpg"))) == 1
 
 
-async def test_cctv_run_masks_snapshots_and_serves_them_over_http(tmp_path, influx_v1, broker):
+async def test_cctv_run_masks_snapshots_and_serves_them_over_http(
+    tmp_path, influx_v1, broker
+):
     """Test the whole path: masked snapshots on disk, points in InfluxDB, HTTP API."""
     port = free_port()
     mask = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]
@@ -149,9 +154,17 @@ async def test_cctv_run_masks_snapshots_and_serves_them_over_http(tmp_path, infl
             "mqtt": {"host": broker.host, "port": broker.port},
             "influx": {"url": influx_v1.url, "database": influx_v1.database},
             "dead_letters": {"path": str(tmp_path / "dead.jsonl")},
-            "cctv": {"snapshot_dir": str(tmp_path / "snaps"), "status_topic_prefix": ""},
+            "cctv": {
+                "snapshot_dir": str(tmp_path / "snaps"),
+                "status_topic_prefix": "",
+            },
             "cameras": [
-                {"id": "masked", "url": str(CLIP), "interval_s": 1, "privacy_masks": [mask]},
+                {
+                    "id": "masked",
+                    "url": str(CLIP),
+                    "interval_s": 1,
+                    "privacy_masks": [mask],
+                },
                 {"id": "plain", "url": str(CLIP), "interval_s": 1},
                 {"id": "ondemand", "url": str(CLIP), "interval_s": 0},
             ],
@@ -167,14 +180,18 @@ async def test_cctv_run_masks_snapshots_and_serves_them_over_http(tmp_path, infl
         before = await client.get("/cameras/ondemand/snapshot.jpg")
         sampled = await client.post("/cameras/ondemand/sample")
         after = await client.get("/cameras/ondemand/snapshot.jpg")
-        burst = await client.post("/cameras/plain/burst", params={"interval_s": 0.5, "duration_s": 2})
+        burst = await client.post(
+            "/cameras/plain/burst", params={"interval_s": 0.5, "duration_s": 2}
+        )
         listing = (await client.get("/cameras")).json()
     rows = await influx_v1.wait_for_rows("camera_frame", 4)
     health = influx_v1.rows("camera_health")
     stop.set()
     await runner
 
-    image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(
+        np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_GRAYSCALE
+    )
     height, width = image.shape
     assert image[: height // 2 - 4, : width // 2 - 4].max() < 10  # masked: black
     assert image[height // 2 + 4 :, width // 2 + 4 :].mean() > 50  # the rest: the scene

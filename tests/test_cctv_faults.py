@@ -18,6 +18,7 @@ healthy cameras beside it keep their pace.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -67,7 +68,9 @@ def faulty_media(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("faults")
     return {
         "1080p": make_h264(folder / "1080p.mp4", size="1920x1080", seconds=40),
-        "black": make_h264(folder / "black.mp4", seconds=40, extra_filter="eq=brightness=-1"),
+        "black": make_h264(
+            folder / "black.mp4", seconds=40, extra_filter="eq=brightness=-1"
+        ),
         "frozen": make_h264(
             folder / "frozen.mp4",
             seconds=4,
@@ -166,7 +169,7 @@ async def test_every_fault_is_reported_in_time_and_spares_the_others(
     # The healthy cameras kept one sample per interval the whole time.
     for camera in ("ref", "rtsp-1080p"):
         good = service.good(camera)
-        gaps = [b - a for a, b in zip(good, good[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(good)]
         assert len(good) >= 8, camera
         assert all(gap <= INTERVAL_S + MARGIN_S for gap in gaps), (camera, gaps)
 

@@ -56,7 +56,8 @@ def test_mjpeg_parser_splits_parts_across_any_chunking(chunk):
     """Test that parts split across reads at any byte are still found whole."""
     jpegs = [numbered_jpeg(n) for n in (1, 2, 3)]
     body = b"".join(
-        b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n" for jpeg in jpegs
+        b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n"
+        for jpeg in jpegs
     )
     parser = MjpegParser("multipart/x-mixed-replace; boundary=frame")
 
@@ -152,7 +153,9 @@ def test_camera_thread_reports_stall_and_resumes_with_new_frames_only(camera_htt
         retry_max_s=2,
     )
     thread = CameraThread(
-        plan, threading.BoundedSemaphore(1), lambda r: results.append((time.monotonic(), r)) or True
+        plan,
+        threading.BoundedSemaphore(1),
+        lambda r: results.append((time.monotonic(), r)) or True,
     )
     started = time.monotonic()
     camera_http.resume_at = started + 5.0
@@ -161,7 +164,10 @@ def test_camera_thread_reports_stall_and_resumes_with_new_frames_only(camera_htt
         deadline = started + 15
         while time.monotonic() < deadline:
             numbers = [_number(r) for _, r in results if r.ok]
-            if any(n >= 1000 for n in numbers) and len([n for n in numbers if n >= 1000]) >= 3:
+            if (
+                any(n >= 1000 for n in numbers)
+                and len([n for n in numbers if n >= 1000]) >= 3
+            ):
                 break
             time.sleep(0.1)
     finally:

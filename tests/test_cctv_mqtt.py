@@ -13,7 +13,9 @@ from gateway.config import GatewayConfig
 from tests.cctv_support import CLIP, free_port
 
 
-async def _subscribe(broker, topic_filter: str) -> tuple[gmqtt.Client, list[tuple[str, dict, bool]]]:
+async def _subscribe(
+    broker, topic_filter: str
+) -> tuple[gmqtt.Client, list[tuple[str, dict, bool]]]:
     received: list[tuple[str, dict, bool]] = []
     client = gmqtt.Client(f"test-cctv-{uuid.uuid4().hex[:8]}")
 
@@ -45,7 +47,11 @@ async def test_cctv_publishes_retained_status_and_events(tmp_path, broker, influ
             },
             "cameras": [
                 {"id": "good", "url": str(CLIP), "interval_s": 1},
-                {"id": "down", "url": f"rtsp://127.0.0.1:{free_port()}/x", "interval_s": 1},
+                {
+                    "id": "down",
+                    "url": f"rtsp://127.0.0.1:{free_port()}/x",
+                    "interval_s": 1,
+                },
             ],
         }
     )
@@ -73,7 +79,9 @@ async def test_cctv_publishes_retained_status_and_events(tmp_path, broker, influ
     assert by_camera["good"]["event"] == "online"
     assert by_camera["down"]["event"] == "offline"
     assert by_camera["down"]["reason"] == "refused"
-    latest = {topic.split("/")[-2]: (status, retained) for topic, status, retained in statuses}
+    latest = {
+        topic.split("/")[-2]: (status, retained) for topic, status, retained in statuses
+    }
     assert latest["good"][0]["state"] == "online" and latest["good"][1] is True
     assert latest["down"][0]["state"] == "offline" and latest["down"][1] is True
     health = await influx_v1.wait_for_rows("camera_health", 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ class RecordingService(CctvService):
         return [t for t, r in self.seen if r.camera == camera and r.ok]
 
     def failed(self, camera: str) -> list[tuple[float, str]]:
-        return [(t, r.error_kind) for t, r in self.seen if r.camera == camera and not r.ok]
+        return [
+            (t, r.error_kind) for t, r in self.seen if r.camera == camera and not r.ok
+        ]
 
 
 @contextlib.asynccontextmanager
@@ -95,11 +98,17 @@ async def test_service_samples_rtsp_over_tcp_and_udp(tmp_path, small_h264):
     with RtspServer({"cam": small_h264}) as server:
         cameras = [
             {"id": "tcp", "url": server.url("cam"), "interval_s": 1.0},
-            {"id": "udp", "url": server.url("cam"), "interval_s": 1.0, "rtsp_transport": "udp"},
+            {
+                "id": "udp",
+                "url": server.url("cam"),
+                "interval_s": 1.0,
+                "rtsp_transport": "udp",
+            },
         ]
         async with running(tmp_path, cameras) as service:
             assert await wait_for(
-                lambda: len(service.good("tcp")) >= 3 and len(service.good("udp")) >= 3, 12
+                lambda: len(service.good("tcp")) >= 3 and len(service.good("udp")) >= 3,
+                12,
             )
 
     for camera in ("tcp", "udp"):
@@ -114,8 +123,16 @@ async def test_service_isolates_hung_and_refused_cameras(tmp_path):
     refused_port = free_port()
     with SilentListener() as hung:
         cameras = [
-            {"id": "cam-hung", "url": f"rtsp://127.0.0.1:{hung.port}/stream1", "interval_s": 1},
-            {"id": "cam-refused", "url": f"rtsp://127.0.0.1:{refused_port}/stream1", "interval_s": 1},
+            {
+                "id": "cam-hung",
+                "url": f"rtsp://127.0.0.1:{hung.port}/stream1",
+                "interval_s": 1,
+            },
+            {
+                "id": "cam-refused",
+                "url": f"rtsp://127.0.0.1:{refused_port}/stream1",
+                "interval_s": 1,
+            },
             {"id": "cam-ref", "url": str(CLIP), "interval_s": 1},
         ]
         async with running(tmp_path, cameras) as service:
@@ -132,15 +149,19 @@ async def test_service_isolates_hung_and_refused_cameras(tmp_path):
     assert refused_failures[0][0] - service.t0 < 1 + 2
     # Backoff grows between attempts (0.5, 1, 2, 4 s capped, jittered).
     refused_times = [t for t, _ in refused_failures]
-    gaps = [b - a for a, b in zip(refused_times, refused_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(refused_times)]
     assert len(gaps) >= 2 and gaps[-1] > gaps[0]
     # The reference camera kept one sample per second throughout.
     good = service.good("cam-ref")
-    intervals = [b - a for a, b in zip(good, good[1:], strict=False)]
+    intervals = [b - a for a, b in itertools.pairwise(good)]
     assert len(good) >= 7
     assert all(0.7 <= gap <= 1.3 for gap in intervals), intervals
     states = {camera: h.state for camera, h in service.health.items()}
-    assert states == {"cam-hung": "offline", "cam-refused": "offline", "cam-ref": "online"}
+    assert states == {
+        "cam-hung": "offline",
+        "cam-refused": "offline",
+        "cam-ref": "online",
+    }
     assert service.health["cam-hung"].reason == "timeout"
     # Threads stay bounded: the worker's own few plus one per camera.
     assert threads <= 6 + 2 * len(cameras)
@@ -177,7 +198,7 @@ async def test_service_marks_camera_offline_within_two_intervals_and_back(
     assert back_s < 4 + 3
     # The other camera kept its pace while this one was down and back.
     good = [t for t in service.good("other") if t >= stopped - 1]
-    gaps = [b - a for a, b in zip(good, good[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(good)]
     assert len(good) >= 3
     assert all(gap <= 1.5 for gap in gaps), gaps
 
@@ -208,9 +229,18 @@ async def test_service_never_logs_camera_credentials(tmp_path, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     with CameraHttp() as http, SilentListener() as hung:
         cameras = [
-            {"id": "rtsp-refused", "url": f"rtsp://admin:{secret}@127.0.0.1:{free_port()}/x"},
-            {"id": "rtsp-hung", "url": f"rtsp://admin:{secret}@127.0.0.1:{hung.port}/x"},
-            {"id": "http-404", "url": f"http://admin:{secret}@127.0.0.1:{http.port}/nope"},
+            {
+                "id": "rtsp-refused",
+                "url": f"rtsp://admin:{secret}@127.0.0.1:{free_port()}/x",
+            },
+            {
+                "id": "rtsp-hung",
+                "url": f"rtsp://admin:{secret}@127.0.0.1:{hung.port}/x",
+            },
+            {
+                "id": "http-404",
+                "url": f"http://admin:{secret}@127.0.0.1:{http.port}/nope",
+            },
         ]
         for camera in cameras:
             camera["interval_s"] = 1.0
@@ -236,3 +266,21 @@ def _thread_count(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no thread count")
+
+
+async def test_service_burst_raises_the_rate_then_returns_to_the_policy(tmp_path):
+    """Test that a burst samples faster for its duration, then at the plan again."""
+    cameras = [{"id": "site-cam", "url": str(CLIP), "interval_s": 3.0}]
+    async with running(tmp_path, cameras) as service:
+        assert await wait_for(lambda: len(service.good("site-cam")) >= 1, 8)
+        service.burst("site-cam", 0.5, 3.0)
+        burst_began = time.monotonic()
+        await asyncio.sleep(3.0 + 7.0)
+
+    good = service.good("site-cam")
+    during = [t for t in good if burst_began <= t <= burst_began + 3.0]
+    after = [t for t in good if t > burst_began + 3.5]
+    assert len(during) >= 4, during  # every 0.5 s instead of every 3 s
+    gaps_after = [b - a for a, b in itertools.pairwise(after)]
+    assert gaps_after and all(2.5 <= gap <= 3.5 for gap in gaps_after), gaps_after
+    assert service.health["site-cam"].state == "online"

@@ -105,7 +105,9 @@ class CameraHealth:
             "reason": self.reason,
             **self.conditions,
             "since": self.since_ns / 1e9,
-            "last_sample": None if self.last_good_ns is None else self.last_good_ns / 1e9,
+            "last_sample": None
+            if self.last_good_ns is None
+            else self.last_good_ns / 1e9,
             "resolution": self.resolution,
             "samples": self.samples,
             "errors": dict(self.errors),

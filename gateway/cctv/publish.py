@@ -63,7 +63,9 @@ class StatusPublisher:
                 "status": status,
             }
         )
-        if not self._send(f"{self._prefix}/{event.camera}/event", payload, retain=False):
+        if not self._send(
+            f"{self._prefix}/{event.camera}/event", payload, retain=False
+        ):
             self.events_dropped += 1
 
     async def run(self) -> None:
@@ -72,7 +74,7 @@ class StatusPublisher:
         while True:
             try:
                 await self._connect()
-            except (OSError, asyncio.TimeoutError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+            except (TimeoutError, OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
                 logger.debug(
                     "Camera status publisher cannot reach the broker at %s:%d: %s",
                     self._config.host,
@@ -92,7 +94,7 @@ class StatusPublisher:
         if client is not None and client.is_connected:
             try:
                 await asyncio.wait_for(client.disconnect(), timeout=5)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
 
     async def _connect(self) -> None:

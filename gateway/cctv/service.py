@@ -201,7 +201,9 @@ class CctvService:
 
     async def sample_now(self, camera: str, timeout_s: float) -> SampleResult:
         """Take a sample of one camera now and return it (TimeoutError if late)."""
-        future: asyncio.Future[SampleResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SampleResult] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._waiters.setdefault(camera, []).append(future)
         self._command(("sample", camera))
         try:
@@ -211,14 +213,19 @@ class CctvService:
             if future in waiters:
                 waiters.remove(future)
 
-    def burst(self, camera: str, interval_s: float | None, duration_s: float | None) -> None:
+    def burst(
+        self, camera: str, interval_s: float | None, duration_s: float | None
+    ) -> None:
         """Raise a camera's sampling rate for a while (an incident at its site)."""
         interval_s = interval_s or self.config.burst_interval_s
         duration_s = duration_s or self.config.burst_duration_s
         self._bursts[camera] = (interval_s, time.monotonic() + duration_s)
         self._command(("burst", camera, interval_s, duration_s))
         logger.info(
-            "Camera %s: sampling every %.1f s for %.0f s", camera, interval_s, duration_s
+            "Camera %s: sampling every %.1f s for %.0f s",
+            camera,
+            interval_s,
+            duration_s,
         )
 
     def _command(self, command: tuple[Any, ...]) -> None:
@@ -341,7 +348,9 @@ class CctvService:
 
     async def _keep_retention(self) -> None:
         while True:
-            deleted = await asyncio.to_thread(self.store.enforce_retention, time.time_ns())
+            deleted = await asyncio.to_thread(
+                self.store.enforce_retention, time.time_ns()
+            )
             if deleted:
                 logger.debug("Deleted %d old snapshots", deleted)
             await asyncio.sleep(RETENTION_INTERVAL_S)
