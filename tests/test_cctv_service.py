@@ -284,3 +284,35 @@ async def test_service_burst_raises_the_rate_then_returns_to_the_policy(tmp_path
     gaps_after = [b - a for a, b in itertools.pairwise(after)]
     assert gaps_after and all(2.5 <= gap <= 3.5 for gap in gaps_after), gaps_after
     assert service.health["site-cam"].state == "online"
+
+
+async def test_service_connecting_for_each_sample_reports_a_dead_server(
+    tmp_path, small_h264
+):
+    """Test that a camera opened for each sample gives its frames, and is offline
+    within two intervals once its server is gone."""
+    server = RtspServer({"cam": small_h264}).start()
+    cameras = [
+        {
+            "id": "per-sample",
+            "url": server.url("cam"),
+            "interval_s": 1.5,
+            "reconnect_each_sample": True,
+        }
+    ]
+    try:
+        async with running(tmp_path, cameras) as service:
+            health = service.health["per-sample"]
+            assert await wait_for(lambda: len(service.good("per-sample")) >= 3, 10)
+            server.stop()
+            stopped = time.monotonic()
+            assert await wait_for(lambda: health.state == "offline", 5)
+            offline_after_s = time.monotonic() - stopped
+    finally:
+        server.stop()
+
+    assert offline_after_s <= 2 * 1.5 + 0.5
+    assert health.reason in ("refused", "no_frame")
+    assert health.resolution == "320x240"
+    gaps = list(itertools.pairwise(service.good("per-sample")))
+    assert all(1.0 <= b - a <= 2.2 for a, b in gaps), gaps
