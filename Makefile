@@ -39,6 +39,7 @@ bench: setup services
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/cctv.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,8 +1,10 @@
 """Wire the gateway together and own its start-up and shutdown.
 
 A message flows: MqttSubscriber -> Route (topic template, decoder) -> line
-protocol -> BatchWriter -> sink (InfluxDB). Anything refused on the way is
-counted and kept in the dead-letter store with its reason.
+protocol -> BatchWriter -> sink (InfluxDB), or the on-disk spool while the
+sink cannot take it. Anything refused on the way is counted and kept in the
+dead-letter store with its reason. A QoS 1/2 message is acknowledged to the
+broker only once all that came of it is stored, spooled or dead-lettered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.errors import ConfigError, PayloadError
 from gateway.logutil import RateLimitedLogger
 from gateway.points import Point, encode_line
 from gateway.sinks import BatchWriter, Sink, make_sink
+from gateway.sinks.spool import Spool
 from gateway.sources import MqttMessage, MqttSubscriber
 from gateway.stats import GatewayStats
 from gateway.validation import QualityChecker, load_quality_profiles
@@ -34,6 +37,10 @@ __all__ = ["Gateway", "build_quality_checker", "build_routes"]
 
 logger = logging.getLogger(__name__)
 
+# Shutdown: how long running handlers may take to finish once the buffer is
+# settled, and the last attempt at what the writer left.
+HANDLERS_FINISH_TIMEOUT_S = 5.0
+LAST_FLUSH_TIMEOUT_S = 2.0
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 MAX_LOGGED_PAYLOAD_BYTES = 200
@@ -56,12 +63,17 @@ class Gateway:
         self.stats = GatewayStats()
         dead = config.dead_letters
         self.dead_letters = DeadLetterStore(dead.path, dead.max_bytes, dead.max_files)
+        spool = config.spool
         self.writer = BatchWriter(
             sink or make_sink(config.influx),
             config.influx,
             self.stats,
             self.dead_letters,
+            spool=Spool(spool.path, spool.max_bytes) if spool.enabled else None,
         )
+        # The broker sends no more than max_inflight unacknowledged messages:
+        # write once half of them wait, so the other half keeps arriving.
+        self.writer.flush_when_waiting = max(1, config.mqtt.max_inflight // 2)
         self.subscriber = MqttSubscriber(
             config.mqtt,
             [(route.topic_filter, route.qos) for route in self.routes],
@@ -90,13 +102,20 @@ class Gateway:
         try:
             await stop.wait()
         finally:
-            logger.info("Stopping: disconnecting from MQTT, flushing buffered points")
+            logger.info(
+                "Stopping: writing the readings in hand, acknowledging them, "
+                "then disconnecting (a second signal stops at once)"
+            )
+            # Messages arriving from now on stay with the broker.
+            self.subscriber.pause()
+            await self.writer.drain()
+            await self.subscriber.finish_handlers(HANDLERS_FINISH_TIMEOUT_S)
             tasks[1].cancel()
             await asyncio.gather(tasks[1], return_exceptions=True)
             await self.subscriber.stop()
             tasks[0].cancel()
             await asyncio.gather(tasks[0], return_exceptions=True)
-            await self.writer.flush_remaining()
+            await self.writer.flush_remaining(timeout_s=LAST_FLUSH_TIMEOUT_S)
             await self.writer.sink.close()
             # Last: the writer's unwritten points are dead letters too.
             tasks[2].cancel()
@@ -108,21 +127,44 @@ class Gateway:
                     self.dead_letters.entries_written,
                     self.dead_letters.path,
                 )
+            left = self.subscriber.messages_left_unacknowledged
             logger.info(
-                "Stopped after %d messages, %d points written",
+                "Stopped after %d messages, %d points written%s%s",
                 self.stats.messages_received,
                 self.stats.points_written,
+                f", {self.stats.spool_points} waiting in the spool"
+                if self.stats.spool_points
+                else "",
+                f"; {left} messages left unacknowledged for the broker to send "
+                "again"
+                if left
+                else "",
             )
 
     async def handle_message(self, message: MqttMessage) -> None:
-        """Decode one message and buffer its points; record whatever is refused."""
+        """Decode one message, store its points and record whatever is refused.
+
+        Returns, for a QoS 1/2 message, only once its points are in InfluxDB
+        or the spool and its dead letters, if any, are in their file.
+        """
         self.stats.messages_received += 1
+        dead_letters_before = self.dead_letters.entries_kept
+        settled = await self._take(message)
+        if not message.qos:
+            return  # nothing to acknowledge, nothing to wait for
+        if settled is not None:
+            await settled
+        if self.dead_letters.entries_kept > dead_letters_before:
+            await self.dead_letters.written()
+
+    async def _take(self, message: MqttMessage) -> asyncio.Future[None] | None:
+        """Decode a message and buffer its points; return their future, if any."""
         index, route, excluded = self._route_for(message.topic)
         if route is not None and _is_extra_copy(message, index):
             # The broker sends one copy per matching subscription; the copy
             # for the route that takes the message is the one we keep.
             self.stats.messages_duplicate += 1
-            return
+            return None
         size = len(message.payload)
         if size > self.config.mqtt.max_payload_bytes and not excluded:
             # Under MQTT 5 the broker drops most of these for us (maximum
@@ -135,20 +177,22 @@ class Gateway:
                 f"payload is {size} bytes; mqtt.max_payload_bytes is "
                 f"{self.config.mqtt.max_payload_bytes}",
             )
-            return
+            return None
         try:
             lines = self._decode(message, route, excluded)
         except Exception as exc:
-            # A decoder bug must not lose the message: the broker has it
-            # acknowledged once we return, so keep it with the error.
+            # A decoder bug must not lose the message: it is acknowledged
+            # once kept with the error, and the broker would send it again
+            # to fail the same way.
             logger.exception("Decoding a message from %r failed", message.topic)
             self._reject_message(
                 message, route, "decoder_error", f"{type(exc).__name__}: {exc}"
             )
-            return
-        if lines:
-            self.stats.points_decoded += len(lines)
-            await self.writer.add(lines)
+            return None
+        if not lines:
+            return None
+        self.stats.points_decoded += len(lines)
+        return await self.writer.add(lines)
 
     def _decode(
         self, message: MqttMessage, route: Route | None, excluded: bool

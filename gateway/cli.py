@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import string
@@ -315,7 +316,7 @@ async def _run_gateway(
     gateway: Gateway, duration_s: float | None, summary: bool
 ) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, second_exits=True)
     extra: list[asyncio.Task[None]] = []
     if duration_s is not None:
         extra.append(asyncio.create_task(_set_after(stop, duration_s), name="duration"))
@@ -345,10 +346,30 @@ async def _until_signal(work: Coroutine[Any, Any, int]) -> int | None:
     return None
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, *, second_exits: bool = False) -> None:
+    """Set `stop` at the first SIGINT or SIGTERM; with `second_exits`, leave at
+    once at the second.
+
+    Leaving at once loses nothing acknowledged: the gateway acknowledges a
+    message only once its points are stored, spooled (on disk) or kept as dead
+    letters, and the broker sends the others again at the next start.
+    """
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not stop.is_set() or not second_exits:
+            stop.set()
+            return
+        logger.warning(
+            "%s again: exiting now; messages not yet acknowledged stay with the "
+            "broker",
+            signum.name,
+        )
+        logging.shutdown()
+        os._exit(128 + signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
 
 
 async def _set_after(stop: asyncio.Event, delay_s: float) -> None:
@@ -383,6 +404,11 @@ def _print_summary_line(
     )
     if reasons:
         line += f" ({reasons})"
+    if stats.spool_points:
+        line += (
+            f"  spooled {stats.spool_points:,} "
+            f"(oldest {stats.spool_oldest_age_s:,.0f} s)"
+        )
     if stats.fields_rejected:
         line += f"  values left out {sum(stats.fields_rejected.values()):,}"
     refused = sum(stats.points_rejected.values())

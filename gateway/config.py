@@ -191,6 +191,12 @@ class MqttConfig(_Section):
         description="Largest payload the gateway takes, bytes; larger messages "
         "are refused as too_large (MQTT 5: the broker drops them instead)",
     )
+    max_inflight: Annotated[int, Field(ge=2, le=65535)] = Field(
+        1000,
+        description="QoS 1/2 messages the broker may send before the gateway "
+        "acknowledges them (MQTT 5: sent as Receive Maximum; 3.1.1: set it to "
+        "the broker's own limit); a batch is written once half of them wait",
+    )
     tls: TlsConfig = TlsConfig()
 
     @field_validator("protocol", mode="before")
@@ -674,6 +680,24 @@ class CctvConfig(_Section):
         _check_order(self, "retry_min_s", "retry_max_s")
         return self
 
+class SpoolConfig(_Section):
+    """Where batches wait on disk while InfluxDB cannot take them."""
+
+    enabled: bool = Field(
+        True,
+        description="Spool batches to disk while InfluxDB is unreachable, slow "
+        "or failing; false: hold them in memory only",
+    )
+    path: Path = Field(
+        Path(".run/spool"),
+        description="Directory of the spooled batches, one file each",
+    )
+    max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        1_000_000_000,
+        description="Total size of the spool, bytes; when full, the gateway "
+        "takes MQTT messages only as fast as InfluxDB stores them",
+    )
+
 
 class GatewayConfig(_Section):
     """The whole configuration file."""
@@ -686,6 +710,7 @@ class GatewayConfig(_Section):
     decoding: DecodingConfig = DecodingConfig()
     quality: QualityConfig = QualityConfig()
     influx: InfluxConfig = Field(default_factory=InfluxConfig)
+    spool: SpoolConfig = SpoolConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"

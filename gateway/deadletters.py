@@ -216,10 +216,10 @@ class DeadLetterPublisher:
 class DeadLetterStore:
     """Append refused input to rotated JSON Lines files, bounded in total size.
 
-    Known limitation: while the gateway runs, an entry reaches the operating
-    system up to FLUSH_INTERVAL_S (one second) after its message was refused,
-    and the message is acknowledged to the broker before that; if the process
-    is killed in that second, those entries are lost (a clean stop writes them).
+    While the gateway runs, entries are written together at least every
+    FLUSH_INTERVAL_S; `written()` waits until the entries kept so far are in
+    the file (handed to the operating system, so they survive the process
+    being killed), and the gateway acknowledges a refused message only then.
     """
 
     def __init__(
@@ -243,6 +243,11 @@ class DeadLetterStore:
         self._sizes: dict[int, int] = {}
         self._failing = False
         self._warned_deletion = False
+        # Entries kept and entries handed to the file, in order: a waiter
+        # for the first n entries is woken once n are written.
+        self.entries_kept = 0
+        self._entries_flushed = 0
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.entries_written = 0
         self.entries_by_reason: Counter[str] = Counter()
         self.entries_lost = 0
@@ -306,6 +311,16 @@ class DeadLetterStore:
         finally:
             self._buffering = False
 
+    async def written(self) -> None:
+        """Return once every entry kept so far is written (or found unwritable)."""
+        target = self.entries_kept
+        if self._entries_flushed >= target or not self._buffering:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((target, done))
+        self._wake.set()
+        await done
+
     async def aclose(self) -> None:
         """Write what is buffered, off the event loop, and close the file."""
         self._buffering = False
@@ -313,6 +328,13 @@ class DeadLetterStore:
             await asyncio.gather(self._inflight, return_exceptions=True)
         await self._flush_pending()
         await asyncio.to_thread(self.close)
+        # Nothing is pending any more: no one waits for a flush that will
+        # not come.
+        self._note_flushed(0)
+        for _, done in self._flush_waiters:
+            if not done.done():
+                done.set_result(None)
+        self._flush_waiters = []
 
     def close(self) -> None:
         """Write what is buffered and close the file (blocking)."""
@@ -340,6 +362,7 @@ class DeadLetterStore:
             entry.update(_encode_payload(payload))
         line = orjson.dumps(entry) + b"\n"
         self.entries_by_reason[entry["reason"]] += 1
+        self.entries_kept += 1
         if self._buffering:
             self._pending.append(line)
             self._pending_bytes += len(line)
@@ -351,6 +374,7 @@ class DeadLetterStore:
         else:
             with self._lock:
                 self._write_locked([line])
+            self._entries_flushed += 1
         if self.publisher is not None:
             self.publisher.offer(entry, payload)
         return str(entry["id"])
@@ -378,7 +402,23 @@ class DeadLetterStore:
         # Shielded: a cancelled flusher must not drop a batch already taken;
         # aclose() waits for it.
         self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write, lines))
+        self._inflight.add_done_callback(
+            lambda _: self._note_flushed(len(lines))
+        )
         await asyncio.shield(self._inflight)
+
+    def _note_flushed(self, count: int) -> None:
+        # Written or lost (the error is logged): either way nothing more comes
+        # of waiting, and a broken disk must not stop the gateway.
+        self._entries_flushed += count
+        still_waiting = []
+        for target, done in self._flush_waiters:
+            if target <= self._entries_flushed:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                still_waiting.append((target, done))
+        self._flush_waiters = still_waiting
 
     def _write(self, lines: list[bytes]) -> None:
         with self._lock:

@@ -26,6 +26,13 @@ class GatewayStats:
     write_requests: int = 0
     write_failures: int = 0
     points_buffered: int = 0
+    # The on-disk spool: what waits in it now, and what went through it.
+    spool_points: int = 0
+    spool_bytes: int = 0
+    spool_batches: int = 0
+    spool_oldest_age_s: float = 0.0
+    points_spooled: int = 0
+    points_replayed: int = 0
     # reason code -> count; messages refused at decoding, and single values
     # left out of otherwise good messages, are kept apart.
     messages_rejected: Counter[str] = field(default_factory=Counter)
@@ -47,6 +54,12 @@ class GatewayStats:
             "write_requests": self.write_requests,
             "write_failures": self.write_failures,
             "points_buffered": self.points_buffered,
+            "spool_points": self.spool_points,
+            "spool_bytes": self.spool_bytes,
+            "spool_batches": self.spool_batches,
+            "spool_oldest_age_s": self.spool_oldest_age_s,
+            "points_spooled": self.points_spooled,
+            "points_replayed": self.points_replayed,
             "messages_rejected": dict(self.messages_rejected),
             "fields_rejected": dict(self.fields_rejected),
             "points_rejected": dict(self.points_rejected),

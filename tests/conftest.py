@@ -177,9 +177,10 @@ def gateway_config(
 ) -> Callable[..., GatewayConfig]:
     """Give a factory of gateway configurations for this test's prefix and broker.
 
-    Keyword arguments: `subscriptions` (list of dicts), `influx`, `mqtt` and
-    `quality` (dicts) are merged over defaults pointing at the local services;
-    the quality checks are off unless `quality={"enabled": True}`.
+    Keyword arguments: `subscriptions` (list of dicts), `influx`, `mqtt`,
+    `quality` and `spool` (dicts) are merged over defaults pointing at the
+    local services and this test's directory; the quality checks are off
+    unless `quality={"enabled": True}`.
     """
 
     def make(
@@ -188,6 +189,7 @@ def gateway_config(
         influx: dict[str, Any] | None = None,
         mqtt: dict[str, Any] | None = None,
         quality: dict[str, Any] | None = None,
+        spool: dict[str, Any] | None = None,
     ) -> GatewayConfig:
         raw: dict[str, Any] = {
             "log_level": "debug",
@@ -208,6 +210,7 @@ def gateway_config(
                 **(influx or {}),
             },
             "dead_letters": {"path": str(tmp_path / "dead-letters.jsonl")},
+            "spool": {"path": str(tmp_path / "spool"), **(spool or {})},
             # Profile checks add a `quality` field to points of the simulated
             # device types; tests of other things keep the points as sent.
             "quality": {"enabled": False, **(quality or {})},

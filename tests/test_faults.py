@@ -295,14 +295,24 @@ async def test_gateway_resubscribes_after_the_broker_restarts(
     assert len(logged(caplog, mqtt_log, logging.INFO, "^Subscribed to")) == 2
 
 
-async def test_gateway_buffers_readings_while_influxdb_is_down_and_writes_them_later(
-    gateway_config, running_gateway, publisher, topic_prefix, private_victoria, caplog
+@pytest.mark.parametrize("spooled", [True, False], ids=["spool", "memory"])
+async def test_gateway_keeps_readings_while_influxdb_is_down_and_writes_them_later(
+    gateway_config,
+    running_gateway,
+    publisher,
+    topic_prefix,
+    private_victoria,
+    caplog,
+    spooled,
 ):
-    """Test that readings sent during an InfluxDB outage are stored once it is back."""
+    """Test that readings sent during an InfluxDB outage are stored once it is
+    back, kept meanwhile in the spool, or in memory when the spool is off."""
     caplog.set_level(logging.DEBUG, logger="gateway")
     port = private_victoria.port
     url = f"http://127.0.0.1:{port}"
-    config = gateway_config(influx={"url": url, "api": "v2"})
+    config = gateway_config(
+        influx={"url": url, "api": "v2"}, spool={"enabled": spooled}
+    )
     device = f"rain-{topic_prefix}"
     topic = f"{topic_prefix}/bpbd/rain_gauge/{device}/telemetry"
     base_ms = int(time.time() * 1000) - 30_000
@@ -315,7 +325,13 @@ async def test_gateway_buffers_readings_while_influxdb_is_down_and_writes_them_l
         assert await wait_until(lambda: gateway.stats.messages_received == 5)
         assert await wait_until(lambda: gateway.stats.write_failures >= 3)
         assert gateway.stats.points_written == 0
-        assert gateway.stats.points_buffered == 5
+        if spooled:
+            assert await wait_until(lambda: gateway.stats.spool_points == 5)
+            assert gateway.stats.points_buffered == 0
+            assert len(list(config.spool.path.glob("*.lp"))) == 1
+        else:
+            assert gateway.stats.points_buffered == 5
+            assert gateway.stats.spool_points == 0
 
         await private_victoria.start()
         assert await wait_until(lambda: gateway.stats.points_written == 5)
@@ -323,23 +339,30 @@ async def test_gateway_buffers_readings_while_influxdb_is_down_and_writes_them_l
             series = await victoria.wait_for_series(
                 f'rain_gauge_rain_mm{{device_id="{device}"}}', 1
             )
+        assert await wait_until(lambda: gateway.stats.spool_points == 0)
 
     [stored] = series
     assert dict(zip(stored["timestamps"], stored["values"], strict=True)) == {
         base_ms + index * 1000: index * 0.5 for index in range(5)
     }
     assert gateway.stats.points_rejected == {}
+    assert gateway.stats.points_replayed == (5 if spooled else 0)
     assert not config.dead_letters.path.exists()
+    assert not spooled or list(config.spool.path.iterdir()) == []
     description = f"InfluxDB v2 API at {url} (bucket decor)"
+    keeping = (
+        f"spooling batches to {config.spool.path}" if spooled else "buffering"
+    )
     assert gateway_warnings(caplog) == [
-        f"{sink_log}: {description} unreachable: Connection refused; buffering and "
-        "retrying with backoff"
+        f"{sink_log}: {description} unreachable: Connection refused; {keeping} "
+        "and retrying with backoff"
     ]
     assert logged(caplog, sink_log, logging.DEBUG, "^Still failing")
     [back] = logged(caplog, sink_log, logging.INFO, "is back after")
+    in_memory, then = (0, ", then the 5 spooled") if spooled else (5, "")
     assert re.fullmatch(
-        rf"{re.escape(description)} is back after \d+\.\d s; writing the 5 points "
-        "buffered meanwhile",
+        rf"{re.escape(description)} is back after \d+\.\d s; writing the "
+        rf"{in_memory} points buffered meanwhile{then}",
         back,
     )
 
@@ -444,8 +467,8 @@ async def test_gateway_picks_the_write_api_once_an_unreachable_influxdb_starts(
 
     assert stored["values"] == [41.5] and stored["timestamps"] == [ts_ms]
     assert gateway_warnings(caplog) == [
-        f"{sink_log}: InfluxDB at {url} unreachable: Connection refused; buffering "
-        "and retrying with backoff"
+        f"{sink_log}: InfluxDB at {url} unreachable: Connection refused; spooling "
+        f"batches to {config.spool.path} and retrying with backoff"
     ]
     assert logged(caplog, "gateway.sinks.auto", logging.INFO) == [
         f"InfluxDB at {url} reports version (none): using the v2 write API"

@@ -8,6 +8,8 @@ this module so it can be swapped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -29,10 +31,6 @@ __all__ = ["MessageHandler", "MqttMessage", "MqttSubscriber", "topic_matches"]
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-# MQTT 5 receive maximum: how many unacknowledged QoS 1/2 messages the broker
-# may have in flight to us. Our acknowledgement waits until the reading is
-# buffered, so this bounds the handlers waiting when the buffer is full.
-RECEIVE_MAXIMUM = 1000
 # MQTT 5 maximum packet size = mqtt.max_payload_bytes plus this much room for
 # what surrounds the payload (topic, packet id, properties). A payload a little
 # over the limit may still arrive; the gateway then refuses it as too_large.
@@ -76,9 +74,12 @@ MessageHandler = Callable[[MqttMessage], Awaitable[None]]
 class MqttSubscriber:
     """Keep one subscription session with the broker and hand each message on.
 
-    `handler` is awaited for each message; for QoS 1 the broker receives our
-    acknowledgement only once it returns, so a handler that waits (because the
-    gateway's buffer is full) holds the broker back instead of losing data.
+    `handler` is awaited for each message, each in its own task; for QoS 1
+    and 2 the broker receives our acknowledgement only once it returns, so a
+    handler that waits (until the message's points are stored) holds the
+    broker back instead of losing data. A handler that raises or is cancelled
+    leaves its message unacknowledged: the broker sends it again after the
+    next connect, if the session is kept.
     """
 
     def __init__(
@@ -98,6 +99,13 @@ class MqttSubscriber:
         self.subscribed = asyncio.Event()
         self._pending_subacks: dict[int, str] = {}
         self.address = f"{config.host}:{config.port}"
+        # Handlers still running; while paused, new messages are left
+        # unacknowledged for the broker to send again.
+        self._handling: set[asyncio.Task[Any]] = set()
+        self._handlers_done = asyncio.Event()
+        self._handlers_done.set()
+        self._paused = False
+        self.messages_left_unacknowledged = 0
 
     async def run(self) -> None:
         """Connect, subscribe and stay connected until cancelled."""
@@ -168,6 +176,27 @@ class MqttSubscriber:
         client.publish(topic, payload, qos=qos)
         return True
 
+    def pause(self) -> None:
+        """Stop taking messages: those arriving from now on stay unacknowledged.
+
+        The broker keeps them in the session and sends them again after the
+        next connect.
+        """
+        self._paused = True
+
+    async def finish_handlers(self, timeout_s: float) -> int:
+        """Wait for running handlers; cancel those still running after
+        `timeout_s`, leaving their messages unacknowledged. Return how many."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._handlers_done.wait()
+        left = list(self._handling)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        self.messages_left_unacknowledged += len(left)
+        return len(left)
+
     async def stop(self) -> None:
         """Disconnect cleanly; `run` then ends when its task is cancelled."""
         self._stopping = True
@@ -230,7 +259,10 @@ class MqttSubscriber:
         properties: dict[str, Any] = {}
         if self._config.protocol == "5":
             properties["session_expiry_interval"] = self._config.session_expiry_s
-            properties["receive_maximum"] = RECEIVE_MAXIMUM
+            # How many unacknowledged QoS 1/2 messages the broker may have in
+            # flight to us: it bounds the handlers waiting for their points
+            # to be stored, and so the memory they hold.
+            properties["receive_maximum"] = self._config.max_inflight
             # The broker then drops larger messages for us (MQTT 5, 3.1.2.11.4)
             # instead of making every device wait while one of them arrives.
             properties["maximum_packet_size"] = min(
@@ -249,13 +281,31 @@ class MqttSubscriber:
             client.set_auth_credentials(self._config.username, self._config.password)
         _stop_library_reconnect(client)
         client.on_message = self._on_message
+        _acknowledge_when_handled(client)
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         return client
 
     async def _on_message(
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, props: Any
-    ) -> int:
+    ) -> int | None:
+        """Hand one message on; return the acknowledgement's reason code, or
+        None to leave it unacknowledged."""
+        if self._paused:
+            self.messages_left_unacknowledged += qos > 0
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        self._handling.add(task)
+        self._handlers_done.clear()
+        try:
+            return await self._handle(topic, payload, qos, props)
+        finally:
+            self._handling.discard(task)
+            if not self._handling:
+                self._handlers_done.set()
+
+    async def _handle(self, topic: str, payload: bytes, qos: int, props: Any) -> int:
         message = MqttMessage(
             topic=topic,
             payload=payload,
@@ -351,6 +401,42 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def _acknowledge_when_handled(client: gmqtt.Client) -> None:
+    """Make gmqtt acknowledge a QoS 1/2 message only if its handler returned a
+    reason code: never for a handler that raised, was cancelled or returned
+    None, and never on a connection other than the one it came by.
+
+    gmqtt, told not to acknowledge optimistically, acknowledges when the
+    handler's task ends, whatever the outcome (a cancelled or failed task
+    makes its callback raise instead). Its package handler has no setting for
+    this, so its two methods for incoming QoS 1 and 2 messages are replaced on
+    this client's instance; tests/sources/test_mqtt.py fails if gmqtt changes
+    how they are called.
+    """
+    handler = client._package_handler  # noqa: SLF001
+
+    def receive(
+        mid: int, packet: bytes, topic: str, properties: dict[str, Any], qos: int
+    ) -> None:
+        task = asyncio.ensure_future(handler.on_message(topic, packet, qos, properties))
+
+        def acknowledge(done: asyncio.Future[int | None]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            reason_code = done.result()
+            if reason_code is None or not client.is_connected:
+                return
+            if qos == 1:
+                handler._send_puback(mid, reason_code=reason_code)  # noqa: SLF001
+            else:
+                handler._send_pubrec(mid, reason_code=reason_code)  # noqa: SLF001
+
+        task.add_done_callback(acknowledge)
+
+    handler._handle_qos_1_publish_packet = functools.partial(receive, qos=1)  # noqa: SLF001
+    handler._handle_qos_2_publish_packet = functools.partial(receive, qos=2)  # noqa: SLF001
 
 
 def _stop_library_reconnect(client: gmqtt.Client) -> None:
@@ -459,6 +545,10 @@ class _GmqttLogger(logging.LoggerAdapter[logging.Logger]):
     """
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # gmqtt logs at debug level for every packet: leave at once, as the
+        # level only ever goes down below.
+        if not self.isEnabledFor(level):
+            return
         if isinstance(msg, str) and msg.startswith(GMQTT_REFUSAL_PREFIXES):
             level = min(level, logging.DEBUG)
         # Name gmqtt's line as the caller, not this method.

@@ -702,3 +702,89 @@ async def test_subscriber_receives_readings_published_while_it_was_away(
         f"{seen_by_broker}, c0",
         f"{seen_by_broker}, c0",
     ]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_subscriber_leaves_unhandled_messages_for_the_broker_to_send_again(
+    gateway_config, topic_prefix, mosquitto, protocol, caplog
+):
+    """Test that a message whose handler was cancelled at stop, or that came
+    while paused, is not acknowledged: the broker sends it again to the next
+    session, and nothing else twice; and that holding it back logs no error."""
+    from gateway.sources.mqtt import MqttMessage, MqttSubscriber
+
+    broker = mosquitto("allow_anonymous true")
+    await broker.start()
+    mqtt = gateway_config(
+        mqtt={
+            "port": broker.port,
+            "protocol": protocol,
+            "clean_start": False,
+            "session_expiry_s": 300,
+        }
+    ).mqtt
+    topic = f"{topic_prefix}/ack"
+    first_seen: list[bytes] = []
+    second_seen: list[bytes] = []
+    never = asyncio.Event()
+
+    async def hold_one(message: MqttMessage) -> None:
+        first_seen.append(message.payload)
+        if message.payload == b"hold":
+            await never.wait()  # its points never settle
+
+    async def record(message: MqttMessage) -> None:
+        second_seen.append(message.payload)
+
+    async def session(handler) -> AsyncIterator[MqttSubscriber]:
+        subscriber = MqttSubscriber(mqtt, [(f"{topic_prefix}/#", 1)], handler)
+        task = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(subscriber.subscribed.wait(), WAIT_S)
+        return subscriber, task
+
+    async def end(subscriber: MqttSubscriber, task: asyncio.Task) -> None:
+        await subscriber.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    subscriber, task = await session(hold_one)
+    async with mqtt_client(broker.port) as client:
+        for payload in (b"one", b"hold", b"two"):
+            client.publish(topic, payload, qos=1)
+        assert await wait_until(lambda: len(first_seen) == 3)
+        subscriber.pause()
+        client.publish(topic, b"while-paused", qos=1)
+        await asyncio.sleep(0.3)
+    assert await subscriber.finish_handlers(0.2) == 1
+    await end(subscriber, task)
+    assert subscriber.messages_left_unacknowledged == 2
+
+    subscriber, task = await session(record)
+    assert await wait_until(lambda: len(second_seen) >= 2)
+    await asyncio.sleep(0.3)  # anything more would have come by now
+    await end(subscriber, task)
+
+    assert sorted(second_seen) == [b"hold", b"while-paused"]
+    # gmqtt's own callback would raise on a cancelled or None-returning handler.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_gmqtt_still_hands_incoming_qos_messages_to_the_methods_we_replace():
+    """Test that gmqtt's package handler still calls the two methods that
+    _acknowledge_when_handled replaces, with the arguments it expects; if a
+    gmqtt upgrade renames them, acknowledgement would silently go back to
+    gmqtt's own (acknowledge whatever the outcome)."""
+    import inspect
+
+    from gmqtt.mqtt.handler import MqttPackageHandler
+
+    source = inspect.getsource(MqttPackageHandler._handle_publish_packet)
+    for qos in (1, 2):
+        assert (
+            f"self._handle_qos_{qos}_publish_packet(mid, packet, print_topic, "
+            "properties)" in source
+        )
+    for name in ("_send_puback", "_send_pubrec"):
+        method = getattr(MqttPackageHandler, name)
+        parameters = list(inspect.signature(method).parameters)
+        assert parameters == ["self", "mid", "reason_code"]
