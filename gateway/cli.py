@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.app import Gateway, build_quality_checker, build_routes
+from gateway.cctv_cli import cctv_app
 from gateway.config import GatewayConfig, load_config
 from gateway.deadletters import (
     DeadLetter,
@@ -79,6 +80,7 @@ deadletter_app = typer.Typer(
 app.add_typer(deadletter_app, name="deadletter")
 # decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
 register_commands(app)
+app.add_typer(cctv_app, name="cctv")
 
 ConfigOption = Annotated[
     Path,

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from gateway.decoding.topics import TopicTemplate
 
 __all__ = [
+    "CameraConfig",
+    "CctvConfig",
     "DeadLetterConfig",
     "DecodingConfig",
     "GatewayConfig",
@@ -582,6 +584,185 @@ class RegistryConfig(_Section):
     dynsec: DynsecConfig = DynsecConfig()
 
 
+CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class CameraConfig(_Section):
+    """One camera: where its stream is and how often to sample it."""
+
+    id: CameraId = Field(
+        description="Camera id: letters, digits, _ . -; names its snapshot folder, "
+        "its MQTT topics and its camera tag"
+    )
+    url: str = Field(
+        min_length=1,
+        repr=False,
+        description="rtsp://, rtsps://, http(s):// (a JPEG snapshot URL or an "
+        "MJPEG stream), file:// or a path (looped in real time); credentials in "
+        "it are never logged",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP: carry the video over TCP or UDP"
+    )
+    interval_s: Annotated[float, Field(ge=0, le=MAX_DELAY_S)] = Field(
+        10.0,
+        description="Take a sample every this many seconds; 0: only on demand "
+        "(HTTP API)",
+    )
+    frames_per_s: Annotated[float, Field(gt=0, le=30)] | None = Field(
+        None, description="Instead of interval_s: take this many samples a second"
+    )
+    reconnect_each_sample: bool | None = Field(
+        None,
+        description="RTSP: connect for each sample and disconnect after it; unset: "
+        "when interval_s >= [cctv] reconnect_above_s",
+    )
+    privacy_masks: list[list[tuple[float, float]]] = Field(
+        default_factory=list,
+        description="Polygons blacked out in every stored snapshot, corners as "
+        "[x, y] fractions of the width and height (0-1)",
+    )
+    people: bool = Field(
+        False, description="Count people with OpenCV's HOG detector (costs CPU)"
+    )
+    site: str = Field("", description="Site tag on the camera's points; empty: none")
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_known_kind(cls, value: str) -> str:
+        from gateway.cctv.urls import redact_url, source_kind
+
+        try:
+            source_kind(value)
+        except ValueError as exc:
+            raise _Invalid(f"{exc}, got {redact_url(value)!r}") from None
+        return value
+
+    @field_validator("privacy_masks")
+    @classmethod
+    def _masks_are_polygons(
+        cls, value: list[list[tuple[float, float]]]
+    ) -> list[list[tuple[float, float]]]:
+        for index, polygon in enumerate(value):
+            if len(polygon) < 3:
+                raise _Invalid(
+                    f"a mask needs at least 3 corners, got {len(polygon)}", index
+                )
+            for x, y in polygon:
+                if not (0 <= x <= 1 and 0 <= y <= 1):
+                    raise _Invalid(
+                        f"corners are fractions of the picture, 0-1, got [{x}, {y}]",
+                        index,
+                    )
+        return value
+
+    @property
+    def sample_interval_s(self) -> float:
+        """Return the seconds between samples (0: on demand only)."""
+        return 1 / self.frames_per_s if self.frames_per_s else self.interval_s
+
+
+class CctvConfig(_Section):
+    """Camera sampling: workers, timeouts, snapshots, and health thresholds."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="Worker processes decoding video (cameras are spread over them)"
+    )
+    max_concurrent_decodes: Annotated[int, Field(ge=1, le=256)] = Field(
+        2, description="Frames decoded and encoded at once in each worker"
+    )
+    open_timeout_s: DelaySeconds = Field(
+        5.0, description="Longest wait to connect to a camera, seconds"
+    )
+    read_timeout_s: DelaySeconds = Field(
+        5.0, description="Longest wait for data from a connected camera, seconds"
+    )
+    stall_timeout_s: DelaySeconds = Field(
+        8.0,
+        description="A connected camera that gives no usable frame this long, "
+        "seconds, is stalled and reconnected",
+    )
+    retry_min_s: DelaySeconds = Field(
+        2.0, description="First delay before reconnecting a failed camera, seconds"
+    )
+    retry_max_s: DelaySeconds = Field(
+        30.0, description="Longest delay between reconnects, seconds"
+    )
+    reconnect_above_s: DelaySeconds = Field(
+        10.0,
+        description="RTSP cameras sampled this rarely or rarer, seconds, connect "
+        "for each sample instead of staying connected",
+    )
+    snapshot_dir: Path = Field(
+        Path(".run/snapshots"),
+        description="Snapshots go to <snapshot_dir>/<camera>/<date>/<time>.jpg",
+    )
+    snapshot_max_width: Annotated[int, Field(ge=0)] = Field(
+        1280, description="Snapshots wider than this are scaled down, pixels; 0: never"
+    )
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = Field(
+        85, description="JPEG quality of snapshots, 1-100"
+    )
+    thumbnail_width: Annotated[int, Field(ge=16, le=1920)] = Field(
+        320, description="Width of the latest snapshot's thumbnail, pixels"
+    )
+    retention_max_age_s: Annotated[float, Field(gt=0)] = Field(
+        7 * 86_400.0, description="Snapshots older than this are deleted, seconds"
+    )
+    retention_max_bytes: Annotated[int, Field(ge=1_000_000)] = Field(
+        10_000_000_000,
+        description="Snapshots beyond this total size are deleted, oldest first, bytes",
+    )
+    store_every_sample: bool = Field(
+        True,
+        description="Keep every sample as a snapshot; false: only the latest one "
+        "per camera",
+    )
+    frozen_motion: Annotated[float, Field(ge=0)] = Field(
+        0.5,
+        description="Motion (mean grey difference of smoothed copies, 0-255) "
+        "below which a sample "
+        "counts as the same picture again",
+    )
+    frozen_samples: Annotated[int, Field(ge=2)] = Field(
+        3, description="This many samples in a row showing the same picture: frozen"
+    )
+    dark_brightness: Annotated[float, Field(ge=0, le=255)] = Field(
+        16.0, description="Mean grey level below which the lens is black or covered"
+    )
+    uniform_contrast: Annotated[float, Field(ge=0)] = Field(
+        6.0,
+        description="Grey-level standard deviation below which the picture is "
+        "flat: covered",
+    )
+    blur_sharpness: Annotated[float, Field(ge=0)] = Field(
+        40.0,
+        description="Sharpness (variance of the Laplacian on a 320-pixel-wide "
+        "grey copy) below which the picture is blurred",
+    )
+    burst_interval_s: DelaySeconds = Field(
+        1.0, description="Sampling interval during a burst (incident), seconds"
+    )
+    burst_duration_s: DelaySeconds = Field(
+        300.0, description="How long a burst lasts unless asked otherwise, seconds"
+    )
+    status_topic_prefix: str = Field(
+        "decor/cameras",
+        description="State changes go to <prefix>/<camera>/status (retained) and "
+        "<prefix>/<camera>/event; empty: not published",
+    )
+    health_measurement: str = Field(
+        "camera_health", min_length=1, description="Measurement of health points"
+    )
+    frame_measurement: str = Field(
+        "camera_frame", min_length=1, description="Measurement of frame points"
+    )
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> CctvConfig:
+        _check_order(self, "retry_min_s", "retry_max_s")
+        return self
+
 class SpoolConfig(_Section):
     """Where batches wait on disk while InfluxDB cannot take them."""
 
@@ -618,6 +799,20 @@ class GatewayConfig(_Section):
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
+    cctv: CctvConfig = Field(default_factory=CctvConfig)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="Cameras sampled by `decor cctv run`"
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids_unique(cls, value: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for index, camera in enumerate(value):
+            if camera.id in seen:
+                raise _Invalid(f"camera id {camera.id!r} is used twice", index, "id")
+            seen.add(camera.id)
+        return value
 
 
 def _device_topic_problem(template: str) -> str | None:
