@@ -95,7 +95,8 @@ def provision_command(
         output.print(
             f"Wrote {len(written)} files to {to_files}: {len(bundle.dashboards)} "
             f"dashboards, {len(bundle.datasources)} datasources, "
-            f"{sum(len(g.rules) for g in bundle.rule_groups)} alert rules"
+            f"{sum(len(g.rules) for g in bundle.rule_groups)} alert rules",
+            soft_wrap=True,
         )
         return
 
@@ -113,6 +114,8 @@ def provision_command(
         report = provision(api, bundle, dry_run=dry_run, force=force)
     except GrafanaUnreachable as exc:
         fail(f"{grafana_url}: {exc}", 2)
+    finally:
+        api.client.s.close()
     _print_report(report, dry_run)
     if report.problems:
         raise typer.Exit(code=1)
@@ -137,5 +140,6 @@ def _print_report(report: ProvisionReport, dry_run: bool) -> None:
     console.print(
         f"{len(report.changed)} {verb}, "
         f"{sum(c.action == 'unchanged' for c in report.changes)} unchanged, "
-        f"{len(report.problems)} kept or failed"
+        f"{len(report.problems)} kept or failed",
+        soft_wrap=True,
     )
