@@ -325,11 +325,12 @@ def _detail_variables(
         ids = [d.device_id for d in city.devices if d.site == site.site_id]
         if ids:
             pattern = "|".join(i.replace(".", "\\.") for i in ids)
-            site_options.append(f"{site.name} : {pattern}")
+            # Grafana splits custom values at commas; "\\," keeps one in a name.
+            site_options.append(f"{site.name.replace(',', chr(92) + ',')} : {pattern}")
     site = (
         dashboard_builders.CustomVariable("site")
         .label(words.text("variable_site"))
-        .values(", ".join(o.replace(",", " ") for o in site_options))
+        .values(", ".join(site_options))
         .include_all(True)
         .all_value(".*")
     )
