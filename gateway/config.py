@@ -634,6 +634,16 @@ class GrafanaConfig(_Section):
         description="A device is online when it reported within this many "
         "seconds; unset: three times its profile's report interval",
     )
+    reprovision: bool = Field(
+        False,
+        description="Let `decor run` provision Grafana at start and again when "
+        "the registry changes (debounced)",
+    )
+    reprovision_debounce_s: DelaySeconds = Field(
+        30.0,
+        description="Quiet time after the last registry change before "
+        "provisioning again, seconds",
+    )
 
 
 class GatewayConfig(_Section):
