@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 from rich.table import Table
 
 from gateway.grafana.bundle import build_bundle, influx_source_of
@@ -26,8 +26,12 @@ grafana_app = typer.Typer(
 )
 GRAFANA_TIMEOUT_S = 10.0
 _ACTION_STYLE = {
-    "create": "green", "update": "yellow", "overwritten": "bold yellow",
-    "kept": "bold red", "failed": "bold red", "unchanged": "dim",
+    "create": "green",
+    "update": "yellow",
+    "overwritten": "bold yellow",
+    "kept": "bold red",
+    "failed": "bold red",
+    "unchanged": "dim",
 }
 
 
@@ -109,7 +113,9 @@ def provision_command(
             2,
         )
     logging.getLogger("grafana_client").setLevel(logging.WARNING)
-    api = GrafanaApi.from_url(grafana_url, credential=credential, timeout=GRAFANA_TIMEOUT_S)
+    api = GrafanaApi.from_url(
+        grafana_url, credential=credential, timeout=GRAFANA_TIMEOUT_S
+    )
     try:
         report = provision(api, bundle, dry_run=dry_run, force=force)
     except GrafanaUnreachable as exc:
@@ -132,8 +138,11 @@ def _print_report(report: ProvisionReport, dry_run: bool) -> None:
     for change in report.changes:
         style = _ACTION_STYLE.get(change.action, "")
         table.add_row(
-            change.kind, change.uid, change.title,
-            f"[{style}]{change.action}[/]", change.detail,
+            change.kind,
+            change.uid,
+            change.title,
+            f"[{style}]{change.action}[/]",
+            change.detail,
         )
     output.print(table)
     verb = "would change" if dry_run else "changed"

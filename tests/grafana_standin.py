@@ -94,7 +94,9 @@ class GrafanaStandIn:
             must be unique within a folder (412 name-exists).
     """
 
-    def __init__(self, token: str = "glsa_standin_token", version: str = "11.4.0") -> None:
+    def __init__(
+        self, token: str = "glsa_standin_token", version: str = "11.4.0"
+    ) -> None:
         self.token = token
         self.version = version
         self.state = GrafanaState()
@@ -105,7 +107,9 @@ class GrafanaStandIn:
         self.before_request: Callable[[str, str], None] | None = None
         self._lock = threading.RLock()
         self._errors = load_error_bodies()
-        self._spec = json.loads((CONTRACT_DIR / "openapi-subset.json").read_text("utf-8"))
+        self._spec = json.loads(
+            (CONTRACT_DIR / "openapi-subset.json").read_text("utf-8")
+        )
         self._schemas = Registry().with_resource(
             SPEC_URI, Resource.from_contents(self._spec, default_specification=DRAFT4)
         )
@@ -144,7 +148,9 @@ class GrafanaStandIn:
 
     # What tests do to Grafana's state directly, as a user in the UI would
 
-    def edit_dashboard_by_hand(self, uid: str, change: Callable[[dict[str, Any]], None]) -> None:
+    def edit_dashboard_by_hand(
+        self, uid: str, change: Callable[[dict[str, Any]], None]
+    ) -> None:
         """Change a stored dashboard as a save from the UI would: new version."""
         with self._lock:
             stored = self.state.dashboards[uid]
@@ -157,13 +163,18 @@ class GrafanaStandIn:
         with self._lock:
             self._create_folder({"uid": uid, "title": title})
 
-    def add_dashboard(self, dashboard: dict[str, Any], folder_uid: str, version: int) -> None:
+    def add_dashboard(
+        self, dashboard: dict[str, Any], folder_uid: str, version: int
+    ) -> None:
         """Store a dashboard at a given version, as if saved that often in the UI."""
         with self._lock:
             model = copy.deepcopy(dashboard)
             model["id"] = self.state.new_id()
             model["version"] = version
-            self.state.dashboards[model["uid"]] = {"dashboard": model, "folderUid": folder_uid}
+            self.state.dashboards[model["uid"]] = {
+                "dashboard": model,
+                "folderUid": folder_uid,
+            }
             self.state.dashboard_versions[model["uid"]] = version
 
     def dashboard(self, uid: str) -> dict[str, Any]:
@@ -176,21 +187,33 @@ class GrafanaStandIn:
     def _build_routes(self) -> list[Route]:
         routes = []
         for template, operations in self._spec["paths"].items():
-            regex = "^" + re.sub(r"\{[^/]+\}", "([^/]+)", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")) + "$"
+            regex = (
+                "^"
+                + re.sub(
+                    r"\{[^/]+\}",
+                    "([^/]+)",
+                    re.escape(template).replace(r"\{", "{").replace(r"\}", "}"),
+                )
+                + "$"
+            )
             for method, operation in operations.items():
                 if method == "parameters":
                     continue
-                routes.append(Route(method.upper(), template, re.compile(regex), operation))
+                routes.append(
+                    Route(method.upper(), template, re.compile(regex), operation)
+                )
         # /datasources/uid/{uid} before /datasources/{id}: literal segments win.
         routes.sort(key=lambda r: -r.literal_segments)
         return routes
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
         """Answer one request: (status, JSON body or None for an empty one)."""
         split = urlsplit(raw_path)
         if not split.path.startswith("/api/"):
             return 404, {"message": "Not found"}
-        path = split.path[len("/api"):]
+        path = split.path[len("/api") :]
         if len(path) > 1:
             path = path.rstrip("/")  # grafana-client posts to /serviceaccounts/
         query = parse_qs(split.query)
@@ -202,7 +225,14 @@ class GrafanaStandIn:
         except ApiError as exc:
             return exc.status, exc.body
 
-    def _answer(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, Any]:
         if (method, path) in _EXTRA_ROUTES:
             self._authenticate(headers)
             return 200, {"buildInfo": {"version": self.version}}
@@ -213,8 +243,10 @@ class GrafanaStandIn:
         handler = _HANDLERS.get((route.method, route.template))
         if handler is None:
             raise self._violation(
-                f"{method} {route.template} is in the contract but the stand-in does not "
-                "serve it", status=501,
+                f"{method} {route.template} is in the contract but the stand-in "
+                "does not "
+                "serve it",
+                status=501,
             )
         return handler(self, params, query, payload)
 
@@ -227,10 +259,16 @@ class GrafanaStandIn:
             allowed = True
             if route.method == method:
                 names = re.findall(r"\{([^/]+)\}", route.template)
-                return route, {n: unquote(v) for n, v in zip(names, match.groups(), strict=True)}
+                return route, {
+                    n: unquote(v) for n, v in zip(names, match.groups(), strict=True)
+                }
         if allowed:
-            raise self._violation(f"{method} {path}: method not in the contract", status=405)
-        raise self._violation(f"{method} {path}: no such route in the contract", status=404)
+            raise self._violation(
+                f"{method} {path}: method not in the contract", status=405
+            )
+        raise self._violation(
+            f"{method} {path}: no such route in the contract", status=404
+        )
 
     def _authenticate(self, headers: dict[str, str]) -> None:
         given = headers.get("authorization", "")
@@ -239,48 +277,86 @@ class GrafanaStandIn:
         if given != f"Bearer {self.token}":
             raise ApiError(401, self._errors["auth-bad-token"]["body"])
 
-    def _validate(self, route: Route, params: dict[str, str], query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> Any:
+    def _validate(
+        self,
+        route: Route,
+        params: dict[str, str],
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Any:
         payload: Any = None
         for parameter in route.operation.get("parameters", []):
             where, name = parameter["in"], parameter["name"]
             if where == "path":
                 self._check_scalar(route, name, params.get(name), parameter)
-            elif where == "query" and name in query and parameter.get("type") != "array":
+            elif (
+                where == "query" and name in query and parameter.get("type") != "array"
+            ):
                 self._check_scalar(route, name, query[name][0], parameter)
             elif where == "body":
                 if not body:
                     if parameter.get("required"):
-                        raise self._violation(f"{route.method} {route.template}: body required")
+                        raise self._violation(
+                            f"{route.method} {route.template}: body required"
+                        )
                     continue
                 try:
                     payload = json.loads(body)
                 except ValueError as exc:
-                    raise self._violation(f"{route.method} {route.template}: body is not JSON: {exc}") from exc
-                validator = Draft4Validator(parameter["schema"] | {}, registry=self._schemas)
+                    raise self._violation(
+                        f"{route.method} {route.template}: body is not JSON: {exc}"
+                    ) from exc
+                validator = Draft4Validator(
+                    parameter["schema"] | {}, registry=self._schemas
+                )
                 if "$ref" in parameter["schema"]:
-                    validator = Draft4Validator({"$ref": SPEC_URI + parameter["schema"]["$ref"]}, registry=self._schemas)
-                errors = sorted(validator.iter_errors(payload), key=lambda e: e.json_path)
+                    validator = Draft4Validator(
+                        {"$ref": SPEC_URI + parameter["schema"]["$ref"]},
+                        registry=self._schemas,
+                    )
+                errors = sorted(
+                    validator.iter_errors(payload), key=lambda e: e.json_path
+                )
                 if errors:
                     first = errors[0]
                     raise self._violation(
-                        f"{route.method} {route.template}: body {first.json_path}: {first.message}"
+                        f"{route.method} {route.template}: body {first.json_path}: "
+                        f"{first.message}"
                     )
-        known = {p["name"] for p in route.operation.get("parameters", []) if p["in"] == "query"}
+        known = {
+            p["name"]
+            for p in route.operation.get("parameters", [])
+            if p["in"] == "query"
+        }
         unknown = set(query) - known
         if unknown:
-            raise self._violation(f"{route.method} {route.template}: unknown query parameters {sorted(unknown)}")
+            raise self._violation(
+                f"{route.method} {route.template}: unknown query parameters "
+                f"{sorted(unknown)}"
+            )
         return payload
 
-    def _check_scalar(self, route: Route, name: str, value: str | None, parameter: dict[str, Any]) -> None:
+    def _check_scalar(
+        self, route: Route, name: str, value: str | None, parameter: dict[str, Any]
+    ) -> None:
         if value is None:
             if parameter.get("required"):
-                raise self._violation(f"{route.method} {route.template}: {name} required")
+                raise self._violation(
+                    f"{route.method} {route.template}: {name} required"
+                )
             return
         kind = parameter.get("type", "string")
         if kind == "integer" and not re.fullmatch(r"-?\d+", value):
-            raise self._violation(f"{route.method} {route.template}: {name} must be an integer, got {value!r}")
+            raise self._violation(
+                f"{route.method} {route.template}: {name} must be an integer, "
+                f"got {value!r}"
+            )
         if kind == "boolean" and value not in ("true", "false"):
-            raise self._violation(f"{route.method} {route.template}: {name} must be a boolean, got {value!r}")
+            raise self._violation(
+                f"{route.method} {route.template}: {name} must be a boolean, "
+                f"got {value!r}"
+            )
 
     def _violation(self, text: str, status: int = 400) -> ApiError:
         self.violations.append(text)
@@ -294,9 +370,17 @@ class GrafanaStandIn:
             raise ApiError(400, {"message": "folder title cannot be empty"})
         uid = body.get("uid") or f"f{self.state.new_id()}"
         if uid in self.state.folders or uid in self.state.dashboards:
-            raise ApiError(409, {"message": "a folder/dashboard with the same uid already exists"})
-        folder = {"id": self.state.new_id(), "uid": uid, "title": title, "version": 1,
-                  "url": f"/dashboards/f/{uid}/", "parentUid": body.get("parentUid", "")}
+            raise ApiError(
+                409, {"message": "a folder/dashboard with the same uid already exists"}
+            )
+        folder = {
+            "id": self.state.new_id(),
+            "uid": uid,
+            "title": title,
+            "version": 1,
+            "url": f"/dashboards/f/{uid}/",
+            "parentUid": body.get("parentUid", ""),
+        }
         self.state.folders[uid] = folder
         return folder
 
@@ -307,171 +391,339 @@ def _datasource_out(datasource: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _get_datasource(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _get_datasource(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     stored = standin.state.datasources.get(params["uid"])
     if stored is None:
         raise ApiError(404, {"message": "Data source not found"})
     return 200, _datasource_out(stored)
 
 
-def _post_datasource(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _post_datasource(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     if any(d["name"] == body.get("name") for d in standin.state.datasources.values()):
         raise ApiError(409, standin._errors["datasource-name-exists"]["body"])
     uid = body.get("uid") or f"ds{standin.state.next_id}"
     if uid in standin.state.datasources:
-        raise ApiError(409, {"message": "data source with the same uid already exists", "traceID": ""})
-    stored = {"access": "proxy", "isDefault": False, "jsonData": {}, "user": "", "url": "",
-              **body, "uid": uid, "id": standin.state.new_id(), "orgId": 1, "version": 1,
-              "readOnly": False}
+        raise ApiError(
+            409,
+            {"message": "data source with the same uid already exists", "traceID": ""},
+        )
+    stored = {
+        "access": "proxy",
+        "isDefault": False,
+        "jsonData": {},
+        "user": "",
+        "url": "",
+        **body,
+        "uid": uid,
+        "id": standin.state.new_id(),
+        "orgId": 1,
+        "version": 1,
+        "readOnly": False,
+    }
     standin.state.datasources[uid] = stored
-    return 200, {"datasource": _datasource_out(stored), "id": stored["id"],
-                 "message": "Datasource added", "name": stored["name"]}
+    return 200, {
+        "datasource": _datasource_out(stored),
+        "id": stored["id"],
+        "message": "Datasource added",
+        "name": stored["name"],
+    }
 
 
-def _put_datasource(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _put_datasource(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     stored = standin.state.datasources.get(params["uid"])
     if stored is None:
         raise ApiError(404, {"message": "Data source not found"})
     if stored["readOnly"]:
         raise ApiError(403, {"message": "Cannot update read-only data source"})
     if "version" in body and body["version"] < stored["version"]:
-        raise ApiError(409, {"message": "Datasource has already been updated by someone else. Please reload and try again", "traceID": ""})
-    if any(d["name"] == body.get("name") and u != params["uid"] for u, d in standin.state.datasources.items()):
-        raise ApiError(409, {"message": "Failed to update datasource: data source with the same name already exists", "traceID": ""})
+        raise ApiError(
+            409,
+            {
+                "message": "Datasource has already been updated by someone else. "
+                "Please reload and try again",
+                "traceID": "",
+            },
+        )
+    if any(
+        d["name"] == body.get("name") and u != params["uid"]
+        for u, d in standin.state.datasources.items()
+    ):
+        raise ApiError(
+            409,
+            {
+                "message": "Failed to update datasource: data source with the same "
+                "name already exists",
+                "traceID": "",
+            },
+        )
     updated = {k: v for k, v in body.items() if k != "version"}
     stored.update(updated)
     stored["version"] += 1
-    return 200, {"datasource": _datasource_out(stored), "id": stored["id"],
-                 "message": "Datasource updated", "name": stored["name"]}
+    return 200, {
+        "datasource": _datasource_out(stored),
+        "id": stored["id"],
+        "message": "Datasource updated",
+        "name": stored["name"],
+    }
 
 
-def _get_folder(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _get_folder(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     folder = standin.state.folders.get(params["folder_uid"])
     if folder is None:
         raise ApiError(404, {"status": "not-found", "message": "folder not found"})
     return 200, folder
 
 
-def _post_folder(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _post_folder(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     return 200, standin._create_folder(body)
 
 
-def _put_folder(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _put_folder(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     folder = standin.state.folders.get(params["folder_uid"])
     if folder is None:
         raise ApiError(404, {"status": "not-found", "message": "folder not found"})
     if not body.get("overwrite") and body.get("version") != folder["version"]:
-        raise ApiError(412, {"status": "version-mismatch", "message": "the folder has been changed by someone else"})
+        raise ApiError(
+            412,
+            {
+                "status": "version-mismatch",
+                "message": "the folder has been changed by someone else",
+            },
+        )
     if body.get("title"):
         folder["title"] = body["title"]
     folder["version"] += 1
     return 200, folder
 
 
-def _get_dashboard(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _get_dashboard(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     stored = standin.state.dashboards.get(params["uid"])
     if stored is None:
         raise ApiError(404, {"message": "Dashboard not found"})
     model = stored["dashboard"]
-    return 200, {"dashboard": copy.deepcopy(model),
-                 "meta": {"folderUid": stored["folderUid"], "version": model["version"],
-                          "slug": _slug(model["title"]), "provisioned": False,
-                          "url": f"/d/{model['uid']}/{_slug(model['title'])}"}}
+    return 200, {
+        "dashboard": copy.deepcopy(model),
+        "meta": {
+            "folderUid": stored["folderUid"],
+            "version": model["version"],
+            "slug": _slug(model["title"]),
+            "provisioned": False,
+            "url": f"/d/{model['uid']}/{_slug(model['title'])}",
+        },
+    }
 
 
-def _post_dashboard(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _post_dashboard(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     model = copy.deepcopy(body.get("dashboard") or {})
     title = (model.get("title") or "").strip()
     if not title:
-        raise ApiError(400, {"message": "Dashboard title cannot be empty", "status": "empty-name"})
+        raise ApiError(
+            400, {"message": "Dashboard title cannot be empty", "status": "empty-name"}
+        )
     folder_uid = body.get("folderUid", "")
     if folder_uid and folder_uid not in standin.state.folders:
         raise ApiError(400, {"message": "folder not found", "status": "not-found"})
     overwrite = bool(body.get("overwrite"))
     uid = model.get("uid") or f"d{standin.state.new_id()}"
     existing = standin.state.dashboards.get(uid)
-    if existing and not overwrite and model.get("version") != existing["dashboard"]["version"]:
+    if (
+        existing
+        and not overwrite
+        and model.get("version") != existing["dashboard"]["version"]
+    ):
         raise ApiError(412, standin._errors["dashboard-version-mismatch"]["body"])
     if _version_tuple(standin.version) < (11, 3) and not overwrite:
         for other_uid, other in standin.state.dashboards.items():
-            if other_uid != uid and other["folderUid"] == folder_uid and other["dashboard"]["title"] == title:
-                raise ApiError(412, {"message": "A dashboard with the same name in the folder already exists", "status": "name-exists"})
+            if (
+                other_uid != uid
+                and other["folderUid"] == folder_uid
+                and other["dashboard"]["title"] == title
+            ):
+                raise ApiError(
+                    412,
+                    {
+                        "message": "A dashboard with the same name in the folder "
+                        "already exists",
+                        "status": "name-exists",
+                    },
+                )
     version = existing["dashboard"]["version"] + 1 if existing else 1
-    model.update(uid=uid, version=version,
-                 id=existing["dashboard"]["id"] if existing else standin.state.new_id())
+    model.update(
+        uid=uid,
+        version=version,
+        id=existing["dashboard"]["id"] if existing else standin.state.new_id(),
+    )
     standin.state.dashboards[uid] = {"dashboard": model, "folderUid": folder_uid}
     standin.state.dashboard_versions[uid] = version
-    return 200, {"id": model["id"], "uid": uid, "url": f"/d/{uid}/{_slug(title)}",
-                 "status": "success", "version": version, "slug": _slug(title)}
+    return 200, {
+        "id": model["id"],
+        "uid": uid,
+        "url": f"/d/{uid}/{_slug(title)}",
+        "status": "success",
+        "version": version,
+        "slug": _slug(title),
+    }
 
 
-def _search(standin: GrafanaStandIn, params: dict[str, str], query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+def _search(
+    standin: GrafanaStandIn,
+    params: dict[str, str],
+    query: dict[str, list[str]],
+    body: Any,
+) -> tuple[int, Any]:
     words = query.get("query", [""])[0].lower()
     folders = set(query.get("folderUIDs", []))
     hits = []
     for uid, stored in sorted(standin.state.dashboards.items()):
         model = stored["dashboard"]
-        if words in model["title"].lower() and (not folders or stored["folderUid"] in folders):
-            hits.append({"uid": uid, "title": model["title"], "type": "dash-db",
-                         "folderUid": stored["folderUid"], "tags": model.get("tags", []),
-                         "uri": f"db/{_slug(model['title'])}", "url": f"/d/{uid}"})
+        if words in model["title"].lower() and (
+            not folders or stored["folderUid"] in folders
+        ):
+            hits.append(
+                {
+                    "uid": uid,
+                    "title": model["title"],
+                    "type": "dash-db",
+                    "folderUid": stored["folderUid"],
+                    "tags": model.get("tags", []),
+                    "uri": f"db/{_slug(model['title'])}",
+                    "url": f"/d/{uid}",
+                }
+            )
     return 200, hits
 
 
-def _get_rule_group(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _get_rule_group(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     group = standin.state.rule_groups.get((params["FolderUID"], params["Group"]))
     if group is None:
         raise ApiError(404, None)
-    return 200, {"title": params["Group"], "folderUid": params["FolderUID"],
-                 "interval": group["interval"], "rules": copy.deepcopy(group["rules"])}
+    return 200, {
+        "title": params["Group"],
+        "folderUid": params["FolderUID"],
+        "interval": group["interval"],
+        "rules": copy.deepcopy(group["rules"]),
+    }
 
 
-def _put_rule_group(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _put_rule_group(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     folder_uid, title = params["FolderUID"], params["Group"]
     if folder_uid not in standin.state.folders:
         raise ApiError(400, {"message": f"folder does not exist: {folder_uid}"})
-    if body.get("title", title) != title or body.get("folderUid", folder_uid) != folder_uid:
-        raise ApiError(400, {"message": "rule group title and folder must match the path"})
+    if (
+        body.get("title", title) != title
+        or body.get("folderUid", folder_uid) != folder_uid
+    ):
+        raise ApiError(
+            400, {"message": "rule group title and folder must match the path"}
+        )
     interval = body.get("interval", 60)
     if interval <= 0 or interval % 10:
-        raise ApiError(400, {"message": f"invalid interval {interval}: must be a multiple of 10 s"})
+        raise ApiError(
+            400, {"message": f"invalid interval {interval}: must be a multiple of 10 s"}
+        )
     rules = []
     titles: set[str] = set()
     for rule in body.get("rules", []):
         _check_rule(standin, rule, folder_uid, title)
         if rule["title"] in titles:
-            raise ApiError(400, {"message": f"rule title {rule['title']!r} is used twice in the group"})
+            raise ApiError(
+                400,
+                {"message": f"rule title {rule['title']!r} is used twice in the group"},
+            )
         titles.add(rule["title"])
         for (other_folder, other_title), group in standin.state.rule_groups.items():
-            if (other_folder, other_title) != (folder_uid, title) and any(r["uid"] == rule["uid"] for r in group["rules"]):
-                raise ApiError(400, {"message": f"rule uid {rule['uid']} belongs to another group"})
-        stored = {**copy.deepcopy(rule), "folderUID": folder_uid, "ruleGroup": title,
-                  "orgID": 1, "provenance": "api", "id": standin.state.new_id(),
-                  "updated": datetime.now(UTC).isoformat()}
+            if (other_folder, other_title) != (folder_uid, title) and any(
+                r["uid"] == rule["uid"] for r in group["rules"]
+            ):
+                raise ApiError(
+                    400, {"message": f"rule uid {rule['uid']} belongs to another group"}
+                )
+        stored = {
+            **copy.deepcopy(rule),
+            "folderUID": folder_uid,
+            "ruleGroup": title,
+            "orgID": 1,
+            "provenance": "api",
+            "id": standin.state.new_id(),
+            "updated": datetime.now(UTC).isoformat(),
+        }
         rules.append(stored)
-    standin.state.rule_groups[(folder_uid, title)] = {"interval": interval, "rules": rules}
-    return 200, {"title": title, "folderUid": folder_uid, "interval": interval, "rules": rules}
+    standin.state.rule_groups[(folder_uid, title)] = {
+        "interval": interval,
+        "rules": rules,
+    }
+    return 200, {
+        "title": title,
+        "folderUid": folder_uid,
+        "interval": interval,
+        "rules": rules,
+    }
 
 
-def _check_rule(standin: GrafanaStandIn, rule: dict[str, Any], folder_uid: str, group: str) -> None:
+def _check_rule(
+    standin: GrafanaStandIn, rule: dict[str, Any], folder_uid: str, group: str
+) -> None:
     # What Grafana's provisioning API refuses with 400 {"message": ...}.
-    if rule.get("folderUID") not in (None, folder_uid) or rule.get("ruleGroup") not in (None, group):
-        raise ApiError(400, {"message": "rule folderUID and ruleGroup must match the group"})
+    if rule.get("folderUID") not in (None, folder_uid) or rule.get("ruleGroup") not in (
+        None,
+        group,
+    ):
+        raise ApiError(
+            400, {"message": "rule folderUID and ruleGroup must match the group"}
+        )
     refs = [query.get("refId") for query in rule.get("data", [])]
     if rule.get("condition") not in refs:
-        raise ApiError(400, {"message": f"condition {rule.get('condition')} is not a refId of the rule's data"})
+        raise ApiError(
+            400,
+            {
+                "message": f"condition {rule.get('condition')} is not a refId of "
+                "the rule's data"
+            },
+        )
     for query in rule["data"]:
         source = query.get("datasourceUid")
         if source != EXPRESSION_UID and source not in standin.state.datasources:
-            raise ApiError(400, {"message": f"invalid alert rule: data source {source} not found"})
+            raise ApiError(
+                400, {"message": f"invalid alert rule: data source {source} not found"}
+            )
         model = query.get("model", {})
-        if source == EXPRESSION_UID and model.get("type") not in ("math", "reduce", "threshold", "resample", "classic_conditions"):
-            raise ApiError(400, {"message": f"unknown expression type {model.get('type')!r}"})
+        if source == EXPRESSION_UID and model.get("type") not in (
+            "math",
+            "reduce",
+            "threshold",
+            "resample",
+            "classic_conditions",
+        ):
+            raise ApiError(
+                400, {"message": f"unknown expression type {model.get('type')!r}"}
+            )
     if not re.fullmatch(r"\d+[smhd]", rule.get("for", "")):
         raise ApiError(400, {"message": f"invalid for duration {rule.get('for')!r}"})
 
 
-def _health(standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any) -> tuple[int, Any]:
+def _health(
+    standin: GrafanaStandIn, params: dict[str, str], query: Any, body: Any
+) -> tuple[int, Any]:
     return 200, {"commit": "standin", "database": "ok", "version": standin.version}
 
 
@@ -504,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     owner: GrafanaStandIn
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return  # the test output stays quiet; requests are recorded instead
 
     def _serve(self) -> None:
@@ -521,4 +773,4 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve

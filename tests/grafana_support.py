@@ -1,4 +1,4 @@
-"""What the Grafana tests share: the demo city in a registry, the schema, file checks."""
+"""What the Grafana tests share: the demo city, the schema, file checks."""
 
 from __future__ import annotations
 
@@ -99,10 +99,14 @@ def check_file_provisioning(out_dir: Path, dashboards_path: str) -> list[str]:
     uids: set[str] = set()
     for provider in providers.get("providers", []):
         if provider.get("type") != "file" or not provider.get("folderUid"):
-            problems.append(f"provider {provider.get('name')}: type file and folderUid needed")
+            problems.append(
+                f"provider {provider.get('name')}: type file and folderUid needed"
+            )
         path = provider["options"]["path"]
         if not path.startswith(dashboards_path):
-            problems.append(f"provider {provider['name']}: path {path} outside {dashboards_path}")
+            problems.append(
+                f"provider {provider['name']}: path {path} outside {dashboards_path}"
+            )
         local = out_dir / "dashboards" / Path(path).relative_to(dashboards_path)
         files = sorted(local.glob("*.json"))
         if not files:
@@ -118,9 +122,14 @@ def check_file_provisioning(out_dir: Path, dashboards_path: str) -> list[str]:
     folders = {p["folder"] for p in providers["providers"]}
     for group in rules.get("groups", []):
         if group.get("folder") not in folders:
-            problems.append(f"rule group {group.get('name')}: folder {group.get('folder')} not provisioned")
+            problems.append(
+                f"rule group {group.get('name')}: folder {group.get('folder')} "
+                "not provisioned"
+            )
         if not str(group.get("interval", "")).endswith("s"):
-            problems.append(f"rule group {group.get('name')}: interval must be a duration")
+            problems.append(
+                f"rule group {group.get('name')}: interval must be a duration"
+            )
         for rule in group.get("rules", []):
             refs = [query["refId"] for query in rule.get("data", [])]
             if rule.get("condition") not in refs or not rule.get("uid"):

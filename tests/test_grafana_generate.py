@@ -1,4 +1,4 @@
-"""Generated Grafana objects: schema-valid, stable, in both languages, from the registry."""
+"""Generated Grafana objects: schema-valid, stable, in both languages."""
 
 from __future__ import annotations
 
@@ -62,10 +62,17 @@ def test_generate_locale_changes_titles_panels_and_units(demo_registry):
     assert indonesian[river]["title"].startswith("Pos duga air")
     assert english[river]["title"].startswith("River gauges")
     assert [p["title"] for p in indonesian[river]["panels"]][:2] == [
-        "Tinggi muka air", "Debit"
+        "Tinggi muka air",
+        "Debit",
     ]
-    assert [p["title"] for p in english[river]["panels"]][:2] == ["Water level", "Discharge"]
-    assert indonesian[river]["panels"][1]["fieldConfig"]["defaults"]["unit"] == "suffix: m³/detik"
+    assert [p["title"] for p in english[river]["panels"]][:2] == [
+        "Water level",
+        "Discharge",
+    ]
+    assert (
+        indonesian[river]["panels"][1]["fieldConfig"]["defaults"]["unit"]
+        == "suffix: m³/detik"
+    )
     assert english[river]["panels"][1]["fieldConfig"]["defaults"]["unit"] == "flowcms"
 
 
@@ -85,7 +92,9 @@ def test_generate_profile_dashboard_alert_levels_as_thresholds(demo_registry):
 
 def test_generate_alert_rules_one_per_level_grouped_per_agency_folder(demo_registry):
     """Test that rules follow the levels above the lowest, in bands, per folder."""
-    groups = {(g.folder_uid, g.title): g for g in bundle_of(demo_registry, "en").rule_groups}
+    groups = {
+        (g.folder_uid, g.title): g for g in bundle_of(demo_registry, "en").rule_groups
+    }
 
     river = groups[("decor-agency-dinas-pupr", "River gauges")]
     conditions = [r["data"][2]["model"]["expression"] for r in river.rules]
@@ -102,31 +111,49 @@ def test_generate_alert_rules_one_per_level_grouped_per_agency_folder(demo_regis
 
 
 def test_generate_new_device_reaches_map_profile_dashboard_and_rules(demo_registry):
-    """Test that a newly registered gauge appears on the map, its dashboard and rules."""
+    """Test that a newly registered gauge reaches the map, its dashboard and rules."""
     demo_registry.add_site(
-        SiteIn(site_id="pondok-cina", name="Pondok Cina", latitude=-6.369, longitude=106.832),
+        SiteIn(
+            site_id="pondok-cina",
+            name="Pondok Cina",
+            latitude=-6.369,
+            longitude=106.832,
+        ),
         ACTOR,
     )
     before = bundle_of(demo_registry)
     demo_registry.add_device(
-        DeviceIn(device_id="rg-ciliwung-09", profile="river_gauge", agency="dinas-pupr",
-                 site="pondok-cina"),
+        DeviceIn(
+            device_id="rg-ciliwung-09",
+            profile="river_gauge",
+            agency="dinas-pupr",
+            site="pondok-cina",
+        ),
         ACTOR,
     )
 
     after = bundle_of(demo_registry)
     city = city_of(demo_registry)
 
-    assert "rg-ciliwung-09,sensor,river_gauge,dinas-pupr,Pondok Cina,-6.369,106.832" in map_csv(city)
+    assert (
+        "rg-ciliwung-09,sensor,river_gauge,dinas-pupr,Pondok Cina,-6.369,106.832"
+        in map_csv(city)
+    )
     overview = next(d for d in after.dashboards if d.uid == "decor-overview")
     map_panel = next(p for p in overview.model["panels"] if p["type"] == "geomap")
     assert "rg-ciliwung-09" in map_panel["targets"][0]["csvContent"]
     river = next(d for d in after.dashboards if d.uid.endswith("river_gauge"))
     assert all("rg-ciliwung-09" in t["query"] for _, t in influxql_targets(river.model))
-    rules = next(g for g in after.rule_groups if g.folder_uid == "decor-agency-dinas-pupr")
+    rules = next(
+        g for g in after.rule_groups if g.folder_uid == "decor-agency-dinas-pupr"
+    )
     assert all("rg-ciliwung-09" in r["data"][0]["model"]["query"] for r in rules.rules)
-    old = next(g for g in before.rule_groups if g.folder_uid == "decor-agency-dinas-pupr")
-    assert all("rg-ciliwung-09" not in r["data"][0]["model"]["query"] for r in old.rules)
+    old = next(
+        g for g in before.rule_groups if g.folder_uid == "decor-agency-dinas-pupr"
+    )
+    assert all(
+        "rg-ciliwung-09" not in r["data"][0]["model"]["query"] for r in old.rules
+    )
 
 
 def test_generate_decommissioned_device_leaves_dashboards_and_rules(demo_registry):
@@ -135,7 +162,9 @@ def test_generate_decommissioned_device_leaves_dashboards_and_rules(demo_registr
 
     bundle = bundle_of(demo_registry)
 
-    text = json.dumps([d.model for d in bundle.dashboards] + [g.rules for g in bundle.rule_groups])
+    text = json.dumps(
+        [d.model for d in bundle.dashboards] + [g.rules for g in bundle.rule_groups]
+    )
     assert "rg-ciliwung-01" not in text
     assert "rg-ciliwung-02" in text
 
@@ -146,10 +175,16 @@ def test_generate_files_follow_grafana_file_provisioning(demo_registry, tmp_path
 
     assert check_file_provisioning(tmp_path, DEFAULT_DASHBOARDS_PATH) == []
     assert len([p for p in written if p.suffix == ".json"]) == 7
-    sources = yaml.safe_load((tmp_path / "provisioning/datasources/decor.yaml").read_text())
+    sources = yaml.safe_load(
+        (tmp_path / "provisioning/datasources/decor.yaml").read_text()
+    )
     influx = sources["datasources"][0]
     assert influx["uid"] == "decor-influxdb"
-    assert influx["jsonData"] == {"dbName": "decor", "httpMode": "POST", "version": "InfluxQL"}
+    assert influx["jsonData"] == {
+        "dbName": "decor",
+        "httpMode": "POST",
+        "version": "InfluxQL",
+    }
 
 
 def test_generate_files_for_influxdb_2_use_token_reference(demo_registry, tmp_path):
@@ -166,7 +201,9 @@ def test_generate_files_for_influxdb_2_use_token_reference(demo_registry, tmp_pa
     text = (tmp_path / "provisioning/datasources/decor.yaml").read_text()
     assert "secret-token" not in text
     assert "Token ${DECOR_INFLUX__TOKEN}" in text
-    assert bundle.datasources[0]["secureJsonData"] == {"httpHeaderValue1": "Token secret-token"}
+    assert bundle.datasources[0]["secureJsonData"] == {
+        "httpHeaderValue1": "Token secret-token"
+    }
 
 
 def test_generate_committed_demo_output_is_current(tmp_path):

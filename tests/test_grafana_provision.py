@@ -110,8 +110,12 @@ def test_provision_new_device_updates_map_dashboard_and_rules(
     """Test that registering a gauge and provisioning again updates what shows it."""
     provision(grafana_api, bundle_of(demo_registry))
     demo_registry.add_device(
-        DeviceIn(device_id="rg-ciliwung-09", profile="river_gauge",
-                 agency="dinas-pupr", site="ciliwung-pancoran-mas"),
+        DeviceIn(
+            device_id="rg-ciliwung-09",
+            profile="river_gauge",
+            agency="dinas-pupr",
+            site="ciliwung-pancoran-mas",
+        ),
         ACTOR,
     )
 
@@ -130,7 +134,9 @@ def test_provision_new_device_updates_map_dashboard_and_rules(
     assert "rg-ciliwung-09" in geomap["targets"][0]["csvContent"]
     river = grafana.dashboard("decor-profile-dinas-pupr-river_gauge")
     assert "rg-ciliwung-09" in river["panels"][0]["targets"][0]["query"]
-    rules = grafana.state.rule_groups[("decor-agency-dinas-pupr", "Pos duga air")]["rules"]
+    rules = grafana.state.rule_groups[("decor-agency-dinas-pupr", "Pos duga air")][
+        "rules"
+    ]
     assert all("rg-ciliwung-09" in r["data"][0]["model"]["query"] for r in rules)
 
 
@@ -140,8 +146,12 @@ def test_provision_version_conflict_between_read_and_write_read_again(
     """Test that a 412 version-mismatch makes the client read again and save once."""
     provision(grafana_api, bundle_of(demo_registry))
     demo_registry.add_device(
-        DeviceIn(device_id="rg-ciliwung-09", profile="river_gauge",
-                 agency="dinas-pupr", site="ciliwung-pancoran-mas"),
+        DeviceIn(
+            device_id="rg-ciliwung-09",
+            profile="river_gauge",
+            agency="dinas-pupr",
+            site="ciliwung-pancoran-mas",
+        ),
         ACTOR,
     )
     uid = "decor-profile-dinas-pupr-river_gauge"
@@ -162,7 +172,9 @@ def test_provision_version_conflict_between_read_and_write_read_again(
     assert raced and (_status_of(grafana, "POST", "/api/dashboards/db", 412))
     change = next(c for c in report.changes if c.uid == uid)
     assert change.action == "update"
-    assert "rg-ciliwung-09" in grafana.dashboard(uid)["panels"][0]["targets"][0]["query"]
+    assert (
+        "rg-ciliwung-09" in grafana.dashboard(uid)["panels"][0]["targets"][0]["query"]
+    )
     assert grafana.dashboard(uid)["version"] == 3
 
 
@@ -175,8 +187,13 @@ def test_provision_datasource_name_taken_reported_others_go_on(
 ):
     """Test that a 409 for a taken datasource name fails that object alone."""
     grafana.state.datasources["someone-elses"] = {
-        "uid": "someone-elses", "name": "DeCOR InfluxDB", "type": "influxdb", "id": 99,
-        "version": 1, "readOnly": False, "jsonData": {},
+        "uid": "someone-elses",
+        "name": "DeCOR InfluxDB",
+        "type": "influxdb",
+        "id": 99,
+        "version": 1,
+        "readOnly": False,
+        "jsonData": {},
     }
 
     report = provision(grafana_api, bundle_of(demo_registry))
@@ -201,7 +218,9 @@ def test_provision_refused_token_stops_with_reason(demo_registry, grafana, token
         provision(api, bundle_of(demo_registry))
     api.client.s.close()
 
-    expected = "Unauthorized (auth.unauthorized)" if token is None else "Invalid API key"
+    expected = (
+        "Unauthorized (auth.unauthorized)" if token is None else "Invalid API key"
+    )
     assert expected in str(caught.value)
     assert _writes(grafana) == []
 
@@ -232,16 +251,34 @@ def test_standin_refuses_requests_outside_the_contract(grafana, grafana_api):
 # (titles must be unique within a folder there).
 
 C22_A = {
-    "uid": "iot-overview", "title": "IoT Overview", "version": 3, "schemaVersion": 39,
+    "uid": "iot-overview",
+    "title": "IoT Overview",
+    "version": 3,
+    "schemaVersion": 39,
     "tags": ["managed-by:gateway"],
-    "panels": [{"id": 1, "type": "timeseries", "title": "Temperature (gateway)",
-                "gridPos": {"h": 8, "w": 24, "x": 0, "y": 0}}],
+    "panels": [
+        {
+            "id": 1,
+            "type": "timeseries",
+            "title": "Temperature (gateway)",
+            "gridPos": {"h": 8, "w": 24, "x": 0, "y": 0},
+        }
+    ],
 }
 C22_B = {
-    "uid": "iot-detail", "title": "Device Detail", "version": 1, "schemaVersion": 39,
+    "uid": "iot-detail",
+    "title": "Device Detail",
+    "version": 1,
+    "schemaVersion": 39,
     "tags": ["managed-by:gateway"],
-    "panels": [{"id": 1, "type": "stat", "title": "Last seen",
-                "gridPos": {"h": 6, "w": 8, "x": 0, "y": 0}}],
+    "panels": [
+        {
+            "id": 1,
+            "type": "stat",
+            "title": "Last seen",
+            "gridPos": {"h": 6, "w": 8, "x": 0, "y": 0},
+        }
+    ],
 }
 
 
@@ -253,14 +290,29 @@ def c22_grafana() -> Iterator[GrafanaStandIn]:
     standin.add_folder("iot-telemetry", "Telemetry")
     # iot-overview: written by the gateway (its tag), then edited in the UI
     # up to version 7. man-42: made by hand, titled like the gateway's B.
-    overview = {**C22_A, "tags": [MANAGED_TAG], "panels": [
-        {**C22_A["panels"][0], "title": "Temperature (edited by a user)"}]}
+    overview = {
+        **C22_A,
+        "tags": [MANAGED_TAG],
+        "panels": [{**C22_A["panels"][0], "title": "Temperature (edited by a user)"}],
+    }
     standin.add_dashboard(overview, "iot-telemetry", version=7)
     standin.add_dashboard(
-        {"uid": "man-42", "title": "Device Detail", "schemaVersion": 39, "tags": [],
-         "panels": [{"id": 1, "type": "text", "title": "Notes",
-                     "gridPos": {"h": 4, "w": 8, "x": 0, "y": 0}}]},
-        "iot-telemetry", version=2,
+        {
+            "uid": "man-42",
+            "title": "Device Detail",
+            "schemaVersion": 39,
+            "tags": [],
+            "panels": [
+                {
+                    "id": 1,
+                    "type": "text",
+                    "title": "Notes",
+                    "gridPos": {"h": 4, "w": 8, "x": 0, "y": 0},
+                }
+            ],
+        },
+        "iot-telemetry",
+        version=2,
     )
     yield standin
     standin.stop()
@@ -273,16 +325,22 @@ def _c22_bundle() -> Bundle:
         content["tags"] = [MANAGED_TAG]
         content.setdefault("templating", {"list": []})
         content.setdefault("annotations", {"list": []})
-        return GeneratedDashboard(model["uid"], model["title"], "iot-telemetry", content)
+        return GeneratedDashboard(
+            model["uid"], model["title"], "iot-telemetry", content
+        )
 
-    return Bundle([], [Folder("iot-telemetry", "Telemetry")],
-                  [generated(C22_A), generated(C22_B)], [])
+    return Bundle(
+        [],
+        [Folder("iot-telemetry", "Telemetry")],
+        [generated(C22_A), generated(C22_B)],
+        [],
+    )
 
 
 def test_c22_edited_dashboard_overwritten_with_force_name_conflict_kept(
     c22_grafana, caplog
 ):
-    """Test case C22: A overwritten (forced) to version 8, B refused, man-42 untouched."""
+    """Test case C22: A forced to version 8, B refused, man-42 untouched."""
     api = GrafanaApi.from_url(c22_grafana.url, credential=c22_grafana.token)
     man_42 = c22_grafana.dashboard("man-42")
     caplog.set_level(logging.INFO, logger="gateway.grafana.provision")
@@ -320,8 +378,11 @@ def test_c22_edited_dashboard_kept_without_force(c22_grafana):
     api.client.s.close()
 
     actions = {c.uid: c.action for c in report.changes}
-    assert actions == {"iot-telemetry": "unchanged", "iot-overview": "kept",
-                       "iot-detail": "failed"}
+    assert actions == {
+        "iot-telemetry": "unchanged",
+        "iot-overview": "kept",
+        "iot-detail": "failed",
+    }
     assert c22_grafana.dashboard("iot-overview")["version"] == 7
 
 
@@ -348,8 +409,16 @@ def demo_config(demo_registry, tmp_path) -> Path:
 def test_cli_provision_then_dry_run_reports_nothing_to_change(demo_config, grafana):
     """Test that decor grafana provision pushes, and a dry run then finds no change."""
     runner = CliRunner()
-    args = ["grafana", "provision", "-c", str(demo_config), "--url", grafana.url,
-            "--token", grafana.token]
+    args = [
+        "grafana",
+        "provision",
+        "-c",
+        str(demo_config),
+        "--url",
+        grafana.url,
+        "--token",
+        grafana.token,
+    ]
 
     first = runner.invoke(app, args)
     dry = runner.invoke(app, [*args, "--dry-run"])
@@ -363,8 +432,16 @@ def test_cli_provision_then_dry_run_reports_nothing_to_change(demo_config, grafa
 def test_cli_provision_reports_kept_dashboard_with_exit_1(demo_config, grafana):
     """Test that a hand-edited dashboard makes the command exit 1 naming it."""
     runner = CliRunner()
-    args = ["grafana", "provision", "-c", str(demo_config), "--url", grafana.url,
-            "--token", grafana.token]
+    args = [
+        "grafana",
+        "provision",
+        "-c",
+        str(demo_config),
+        "--url",
+        grafana.url,
+        "--token",
+        grafana.token,
+    ]
     runner.invoke(app, args)
     grafana.edit_dashboard_by_hand("decor-cctv-wall", lambda m: m.update(refresh="5s"))
 
@@ -377,8 +454,17 @@ def test_cli_provision_reports_kept_dashboard_with_exit_1(demo_config, grafana):
 def test_cli_provision_wrong_token_exits_2(demo_config, grafana):
     """Test that a refused token gives one line and exit code 2."""
     result = CliRunner().invoke(
-        app, ["grafana", "provision", "-c", str(demo_config), "--url", grafana.url,
-              "--token", "glsa_wrong"],
+        app,
+        [
+            "grafana",
+            "provision",
+            "-c",
+            str(demo_config),
+            "--url",
+            grafana.url,
+            "--token",
+            "glsa_wrong",
+        ],
     )
 
     assert result.exit_code == 2

@@ -1,4 +1,4 @@
-"""Every InfluxQL query of every generated panel and alert rule, run on real InfluxDB 1.x.
+"""Every InfluxQL query of every generated panel and alert rule, on real InfluxDB 1.x.
 
 The demo city's devices (the simulator's readings, as the gateway stores
 them) and cameras (health points as the CCTV sampler writes them) are written
@@ -38,7 +38,9 @@ TIME_RANGE = "time >= now() - 1h"
 def _write_demo_data(influx, city) -> None:
     """Write an hour of readings for every registered device, and a stranger's."""
     now_s = time.time()
-    simulated = {d.device_id: d for d in list_devices(SimulationOptions(faulty_every_s=5.0), 0.0)}
+    simulated = {
+        d.device_id: d for d in list_devices(SimulationOptions(faulty_every_s=5.0), 0.0)
+    }
     lines = []
     devices = [(d.device_id, d.profile, d.agency) for d in city.devices]
     devices.append((STRANGER, "river_gauge", "dinas-pupr"))
@@ -52,7 +54,8 @@ def _write_demo_data(influx, city) -> None:
             quality = 2 if step % 3 == 0 else 0
             fields = ",".join(f"{k}={float(v)}" for k, v in sorted(reading.items()))
             lines.append(
-                f"{profile},agency={agency},device_id={device_id},device_type={profile} "
+                f"{profile},agency={agency},device_id={device_id},"
+                f"device_type={profile} "
                 f"{fields},quality={quality}i {int(at_s * 1e9)}"
             )
     for camera in city.cameras:
@@ -88,7 +91,8 @@ def _expected_devices(city, query: str) -> set[str]:
     return {
         d.device_id
         for d in city.devices
-        if measurement and d.profile == measurement.group(1)
+        if measurement
+        and d.profile == measurement.group(1)
         and (agency is None or d.agency == agency.group(1))
     }
 
@@ -109,8 +113,9 @@ def test_every_panel_query_returns_rows_for_its_devices(demo_registry, influx_v1
 
     for dashboard in bundle_of(demo_registry).dashboards:
         for title, target in influxql_targets(dashboard.model):
-            query = expand_query(target["query"], time_filter=TIME_RANGE,
-                                 variables=_variables(city))
+            query = expand_query(
+                target["query"], time_filter=TIME_RANGE, variables=_variables(city)
+            )
             series = _run(influx_v1, query)
             where = f"{dashboard.uid} / {title}: {query}"
             assert series, f"no rows for {where}"
@@ -120,12 +125,18 @@ def test_every_panel_query_returns_rows_for_its_devices(demo_registry, influx_v1
                     [row] = series[0]["values"]
                     assert row[1] == len(_expected_devices(city, query)), where
                 else:
-                    assert _tag_values(series, "device_id") == _expected_devices(city, query), where
+                    assert _tag_values(series, "device_id") == _expected_devices(
+                        city, query
+                    ), where
             elif 'GROUP BY "camera"' in target["query"]:
-                assert _tag_values(series, "camera") == {c.camera_id for c in city.cameras}, where
+                assert _tag_values(series, "camera") == {
+                    c.camera_id for c in city.cameras
+                }, where
             else:
                 values = [v for s in series for row in s["values"] for v in row[1:]]
-                assert any(v not in (None, 0, False) for v in values), f"all empty: {where}"
+                assert any(v not in (None, 0, False) for v in values), (
+                    f"all empty: {where}"
+                )
             checked += 1
 
     assert checked >= 30
@@ -140,9 +151,13 @@ def test_every_alert_rule_query_returns_its_devices(demo_registry, influx_v1):
     for rule in rules:
         reading = rule["data"][0]
         window = reading["relativeTimeRange"]["from"]
-        query = expand_query(reading["model"]["query"], time_filter=f"time >= now() - {window}s")
+        query = expand_query(
+            reading["model"]["query"], time_filter=f"time >= now() - {window}s"
+        )
         series = _run(influx_v1, query)
-        assert _tag_values(series, "device_id") == _expected_devices(city, query), rule["title"]
+        assert _tag_values(series, "device_id") == _expected_devices(city, query), rule[
+            "title"
+        ]
     assert len(rules) == 12
 
 
@@ -150,7 +165,9 @@ def test_device_detail_variables_narrow_to_site_and_device(demo_registry, influx
     """Test the device detail's variable queries: a site gives its devices only."""
     city = city_of(demo_registry)
     _write_demo_data(influx_v1, city)
-    detail = next(d for d in bundle_of(demo_registry).dashboards if d.uid == "decor-device-detail")
+    detail = next(
+        d for d in bundle_of(demo_registry).dashboards if d.uid == "decor-device-detail"
+    )
     variables = {v["name"]: v for v in detail.model["templating"]["list"]}
     site_value = next(
         option.split(" : ")[1]
@@ -159,16 +176,34 @@ def test_device_detail_variables_narrow_to_site_and_device(demo_registry, influx
     )
     agencies = _run(influx_v1, variables["agency"]["query"])
 
-    devices = _run(influx_v1, expand_query(
-        variables["device"]["query"], variables={"agency": ["dinas-pupr"], "site": site_value}
-    ))
-    river_panel = next(t for _, t in influxql_targets(detail.model) if '"river_gauge"' in t["query"])
-    one = _run(influx_v1, expand_query(
-        river_panel["query"], time_filter=TIME_RANGE,
-        variables={"agency": ["dinas-pupr"], "site": ".*", "device": ["rg-ciliwung-01"]},
-    ))
+    devices = _run(
+        influx_v1,
+        expand_query(
+            variables["device"]["query"],
+            variables={"agency": ["dinas-pupr"], "site": site_value},
+        ),
+    )
+    river_panel = next(
+        t for _, t in influxql_targets(detail.model) if '"river_gauge"' in t["query"]
+    )
+    one = _run(
+        influx_v1,
+        expand_query(
+            river_panel["query"],
+            time_filter=TIME_RANGE,
+            variables={
+                "agency": ["dinas-pupr"],
+                "site": ".*",
+                "device": ["rg-ciliwung-01"],
+            },
+        ),
+    )
 
-    assert {row[1] for s in agencies for row in s["values"]} == {"bpbd", "dinas-pupr", "dlhk"}
+    assert {row[1] for s in agencies for row in s["values"]} == {
+        "bpbd",
+        "dinas-pupr",
+        "dlhk",
+    }
     assert {row[1] for s in devices for row in s["values"]} == {"rg-ciliwung-01"}
     assert _tag_values(one, "device_id") == {"rg-ciliwung-01"}
 
@@ -178,13 +213,20 @@ def test_new_device_with_data_shows_after_provisioning_again(demo_registry, infl
     city = city_of(demo_registry)
     _write_demo_data(influx_v1, city)
     demo_registry.add_device(
-        DeviceIn(device_id=STRANGER, profile="river_gauge", agency="dinas-pupr",
-                 site="ciliwung-pancoran-mas"),
+        DeviceIn(
+            device_id=STRANGER,
+            profile="river_gauge",
+            agency="dinas-pupr",
+            site="ciliwung-pancoran-mas",
+        ),
         ACTOR,
     )
 
-    river = next(d for d in bundle_of(demo_registry).dashboards
-                 if d.uid == "decor-profile-dinas-pupr-river_gauge")
+    river = next(
+        d
+        for d in bundle_of(demo_registry).dashboards
+        if d.uid == "decor-profile-dinas-pupr-river_gauge"
+    )
     [(_, target), *_] = list(influxql_targets(river.model))
     series = _run(influx_v1, expand_query(target["query"], time_filter=TIME_RANGE))
 

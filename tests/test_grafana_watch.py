@@ -31,7 +31,9 @@ def grafana() -> Iterator[GrafanaStandIn]:
     assert standin.violations == []
 
 
-def _config(base: GatewayConfig, registry: Registry, grafana: GrafanaStandIn) -> GatewayConfig:
+def _config(
+    base: GatewayConfig, registry: Registry, grafana: GrafanaStandIn
+) -> GatewayConfig:
     return base.model_copy(
         update={
             "registry": RegistryConfig(
@@ -39,7 +41,9 @@ def _config(base: GatewayConfig, registry: Registry, grafana: GrafanaStandIn) ->
                 refresh_interval_s=POLL_S,
             ),
             "grafana": GrafanaConfig(
-                url=grafana.url, token=grafana.token, reprovision=True,
+                url=grafana.url,
+                token=grafana.token,
+                reprovision=True,
                 reprovision_debounce_s=DEBOUNCE_S,
             ),
         }
@@ -63,8 +67,12 @@ async def test_watcher_provisions_once_per_settled_burst_of_changes(
     assert await wait_until(lambda: watcher.provisionings == 1, WAIT_S)
     for number in (7, 8, 9):
         demo_registry.add_device(
-            DeviceIn(device_id=f"rg-ciliwung-0{number}", profile="river_gauge",
-                     agency="dinas-pupr", site="ciliwung-pancoran-mas"),
+            DeviceIn(
+                device_id=f"rg-ciliwung-0{number}",
+                profile="river_gauge",
+                agency="dinas-pupr",
+                site="ciliwung-pancoran-mas",
+            ),
             ACTOR,
         )
     assert await wait_until(lambda: watcher.provisionings == 2, WAIT_S)
@@ -81,7 +89,7 @@ async def test_watcher_provisions_once_per_settled_burst_of_changes(
 async def test_running_gateway_provisions_grafana_when_configured(
     demo_registry, grafana, gateway_config, running_gateway, influx_v1
 ):
-    """Test that decor run with [grafana] reprovision provisions, then follows changes."""
+    """Test that decor run with reprovision on provisions, then follows changes."""
     config = _config(
         gateway_config(influx={"database": influx_v1.database}), demo_registry, grafana
     )

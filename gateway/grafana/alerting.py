@@ -1,4 +1,4 @@
-"""Grafana alert rules from the profiles' alert levels, one group per agency and profile.
+"""Grafana alert rules from the profiles' alert levels, a group per agency and profile.
 
 Each level above a field's lowest becomes one rule, firing per device while
 the device's latest reading lies in that level's band (from its value up to
@@ -45,7 +45,7 @@ class GeneratedRuleGroup:
     rules: list[dict[str, Any]]
 
     def api_body(self) -> dict[str, Any]:
-        """Return the body of PUT /api/v1/provisioning/folder/{uid}/rule-groups/{title}."""
+        """Return the body of PUT .../folder/{uid}/rule-groups/{title}."""
         return {
             "title": self.title,
             "folderUid": self.folder_uid,
@@ -65,8 +65,10 @@ def build_rule_groups(city: City, settings: Generation) -> list[GeneratedRuleGro
                 continue
             folder_uid = folder_uid_of(agency)
             title = settings.words.profile(profile_name)
-            group = alerting.RuleGroup(title).folder_uid(folder_uid).interval(
-                EVALUATE_EVERY_S
+            group = (
+                alerting.RuleGroup(title)
+                .folder_uid(folder_uid)
+                .interval(EVALUATE_EVERY_S)
             )
             where = f"{agency_condition(agency)} AND {device_filter(devices)}"
             window = online_window_s(settings, profile)

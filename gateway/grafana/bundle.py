@@ -80,9 +80,7 @@ def influx_source_of(settings: GatewayConfig) -> InfluxSource:
 def build_bundle(city: City, settings: Generation, influx: InfluxSource) -> Bundle:
     """Generate every Grafana object for `city`."""
     folders = [Folder(CITY_FOLDER_UID, settings.words.text("city_folder"))]
-    folders += [
-        Folder(folder_uid_of(agency), name) for agency, name in city.agencies
-    ]
+    folders += [Folder(folder_uid_of(agency), name) for agency, name in city.agencies]
     return Bundle(
         datasources=[_influx_datasource(influx), _static_datasource()],
         folders=folders,

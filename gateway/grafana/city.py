@@ -1,4 +1,4 @@
-"""Read what Grafana should show from the registry: agencies, sites, devices, cameras."""
+"""Read what Grafana shows from the registry: agencies, sites, devices, cameras."""
 
 from __future__ import annotations
 
@@ -83,9 +83,7 @@ class City:
 
     def profiles_in_use(self) -> list[str]:
         """Return the profiles of shown devices that have a profile file, sorted."""
-        return sorted(
-            {d.profile for d in self.devices if d.profile in self.profiles}
-        )
+        return sorted({d.profile for d in self.devices if d.profile in self.profiles})
 
 
 def read_city(registry: Registry, profiles: Mapping[str, DeviceProfile]) -> City:

@@ -160,10 +160,14 @@ def _overview(city: City, settings: Generation) -> GeneratedDashboard:
         )
         panel = (
             stat.Panel()
-            .title(f"{words.text('latest', field=words.field(field))}: "
-                   f"{words.profile(profile_name)}")
+            .title(
+                f"{words.text('latest', field=words.field(field))}: "
+                f"{words.profile(profile_name)}"
+            )
             .datasource(INFLUX)
-            .with_target(InfluxQLTarget("A", query, DATASOURCE_UID, alias="$tag_device_id"))
+            .with_target(
+                InfluxQLTarget("A", query, DATASOURCE_UID, alias="$tag_device_id")
+            )
             .unit(words.unit(profile.fields[field].unit))
             .reduce_options(reduce_last())
             .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -176,7 +180,9 @@ def _overview(city: City, settings: Generation) -> GeneratedDashboard:
         board.with_panel(panel)
         y += 5
 
-    board.with_panel(_alert_list(words.text("active_alerts")).grid_pos(grid(0, y, 8, 12)))
+    board.with_panel(
+        _alert_list(words.text("active_alerts")).grid_pos(grid(0, y, 8, 12))
+    )
     board.with_panel(map_panel(city, settings).grid_pos(grid(8, y, 16, 12)))
     return _finish(board, uid, title, CITY_FOLDER_UID)
 
@@ -238,7 +244,9 @@ def _profile_dashboard(
             .title(words.field(field))
             .description(spec.description)
             .datasource(INFLUX)
-            .with_target(InfluxQLTarget("A", query, DATASOURCE_UID, alias="$tag_device_id"))
+            .with_target(
+                InfluxQLTarget("A", query, DATASOURCE_UID, alias="$tag_device_id")
+            )
             .unit(words.unit(spec.unit))
             .legend(legend_table())
             .grid_pos(grid(0, y, 24, 8))
@@ -272,7 +280,11 @@ def _device_detail(city: City, settings: Generation) -> GeneratedDashboard:
     y = 0
     for profile_name in city.profiles_in_use():
         profile = city.profiles[profile_name]
-        board.with_row(dashboard_builders.Row(words.profile(profile_name)).grid_pos(grid(0, y, 24, 1)))
+        board.with_row(
+            dashboard_builders.Row(words.profile(profile_name)).grid_pos(
+                grid(0, y, 24, 1)
+            )
+        )
         y += 1
         x = 0
         for field, spec in profile.fields.items():
@@ -327,7 +339,7 @@ def _detail_variables(
             pattern = "|".join(i.replace(".", "\\.") for i in ids)
             # Grafana splits custom values at commas; "\\," keeps one in a name.
             site_options.append(f"{site.name.replace(',', chr(92) + ',')} : {pattern}")
-    site = (
+    site_variable = (
         dashboard_builders.CustomVariable("site")
         .label(words.text("variable_site"))
         .values(", ".join(site_options))
@@ -347,7 +359,7 @@ def _detail_variables(
         .multi(True)
         .include_all(True)
     )
-    return [agency, site, device]
+    return [agency, site_variable, device]
 
 
 def _cctv_wall(city: City, settings: Generation) -> GeneratedDashboard:
@@ -376,7 +388,7 @@ def _cctv_wall(city: City, settings: Generation) -> GeneratedDashboard:
         )
         query = (
             'SELECT last("latency_ms") AS "latency_ms" FROM "camera_health" WHERE '
-            f'"camera" = \'{camera.camera_id}\' AND $timeFilter'
+            f"\"camera\" = '{camera.camera_id}' AND $timeFilter"
         )
         board.with_panel(
             stat.Panel()
@@ -413,11 +425,11 @@ def _gateway_health(city: City, settings: Generation) -> GeneratedDashboard:
     uid = stable_uid("gateway-health")
     title = words.text("gateway_health")
     board = _dashboard(uid, title, ["gateway"])
-    points = timeseries.Panel().title(words.text("points_per_minute")).datasource(INFLUX)
-    flagged = timeseries.Panel().title(words.text("flagged")).datasource(INFLUX)
-    last_report = (
-        table.Panel().title(words.text("last_report")).datasource(INFLUX)
+    points = (
+        timeseries.Panel().title(words.text("points_per_minute")).datasource(INFLUX)
     )
+    flagged = timeseries.Panel().title(words.text("flagged")).datasource(INFLUX)
+    last_report = table.Panel().title(words.text("last_report")).datasource(INFLUX)
     for number, profile_name in enumerate(city.profiles_in_use()):
         ref = chr(ord("A") + number)
         field = quote_identifier(key_field(city.profiles[profile_name]))

@@ -83,6 +83,7 @@ def seed_demo_registry(
                 site=site_id_of(site),
                 status="active",
                 stream_url=f"rtsp://127.0.0.1:8554/{camera_id}",
+                password="",
             )
             for camera_id, agency, site in DEMO_CAMERAS
         ],
@@ -118,7 +119,9 @@ def main(out_dir: str) -> None:
             registry.close()
     # As the compose deployment reaches InfluxDB and the gateway's API.
     influx = InfluxSource("http://influxdb:8086", "1.x", "decor")
-    bundle = build_bundle(city, Generation(gateway_api_url="http://localhost:8080"), influx)
+    bundle = build_bundle(
+        city, Generation(gateway_api_url="http://localhost:8080"), influx
+    )
     written = write_files(bundle, Path(out_dir))
     print(f"Wrote {len(written)} files to {out_dir}")
 

@@ -45,7 +45,10 @@ def write_files(
     written = [
         _write_yaml(
             provisioning / "datasources" / "decor.yaml",
-            {"apiVersion": 1, "datasources": [_file_datasource(d) for d in bundle.datasources]},
+            {
+                "apiVersion": 1,
+                "datasources": [_file_datasource(d) for d in bundle.datasources],
+            },
         ),
         _write_yaml(
             provisioning / "dashboards" / "decor.yaml",
@@ -72,8 +75,11 @@ def _file_datasource(datasource: dict[str, Any]) -> dict[str, Any]:
     if secure:
         # Never a real secret in a file: Grafana expands the reference.
         entry["secureJsonData"] = {
-            key: (f"Token {TOKEN_REFERENCE}" if key == "httpHeaderValue1"
-                  else PASSWORD_REFERENCE)
+            key: (
+                f"Token {TOKEN_REFERENCE}"
+                if key == "httpHeaderValue1"
+                else PASSWORD_REFERENCE
+            )
             for key in secure
         }
     return entry

@@ -13,8 +13,7 @@ import csv
 import io
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import geomap
-from grafana_foundation_sdk.builders import testdata
+from grafana_foundation_sdk.builders import geomap, testdata
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
@@ -43,20 +42,36 @@ def map_csv(city: City) -> str:
     """Return the map's inline CSV: one row per placed device and camera."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["name", "kind", "profile", "agency", "site", "latitude", "longitude"])
+    writer.writerow(
+        ["name", "kind", "profile", "agency", "site", "latitude", "longitude"]
+    )
     for device in city.devices:
         site = city.site(device.site)
         if site and site.latitude is not None and site.longitude is not None:
             writer.writerow(
-                [device.device_id, "sensor", device.profile, device.agency,
-                 site.name, site.latitude, site.longitude]
+                [
+                    device.device_id,
+                    "sensor",
+                    device.profile,
+                    device.agency,
+                    site.name,
+                    site.latitude,
+                    site.longitude,
+                ]
             )
     for camera in city.cameras:
         site = city.site(camera.site)
         if site and site.latitude is not None and site.longitude is not None:
             writer.writerow(
-                [camera.camera_id, "camera", "camera", camera.agency,
-                 site.name, site.latitude, site.longitude]
+                [
+                    camera.camera_id,
+                    "camera",
+                    "camera",
+                    camera.agency,
+                    site.name,
+                    site.latitude,
+                    site.longitude,
+                ]
             )
     return out.getvalue()
 
@@ -78,7 +93,13 @@ def map_panel(city: City, settings: Generation) -> geomap.Panel:
             .csv_content(map_csv(city))
         )
         .thresholds(count_thresholds(1))
-        .view(geomap.MapViewConfig().id("coords").lat(_centre(city)[0]).lon(_centre(city)[1]).zoom(12))
+        .view(
+            geomap.MapViewConfig()
+            .id("coords")
+            .lat(_centre(city)[0])
+            .lon(_centre(city)[1])
+            .zoom(12)
+        )
         .layers([_markers(words.text("map"))])
     )
     for number, profile_name in enumerate(city.profiles_in_use(), start=1):
@@ -153,10 +174,13 @@ def _join_on_name() -> list[dashboard_model.DataTransformerConfig]:
 
 def _centre(city: City) -> tuple[int, int]:
     # The SDK types the view's centre as integers; Grafana accepts any number.
-    placed = [(s.latitude, s.longitude) for s in city.sites
-              if s.latitude is not None and s.longitude is not None]
+    placed = [
+        (s.latitude, s.longitude)
+        for s in city.sites
+        if s.latitude is not None and s.longitude is not None
+    ]
     if not placed:
         return DEFAULT_CENTRE  # type: ignore[return-value]
-    lat = sum(p[0] for p in placed) / len(placed)  # type: ignore[misc]
-    lon = sum(p[1] for p in placed) / len(placed)  # type: ignore[misc]
+    lat = sum(p[0] for p in placed) / len(placed)
+    lon = sum(p[1] for p in placed) / len(placed)
     return round(lat, 4), round(lon, 4)  # type: ignore[return-value]

@@ -33,7 +33,7 @@ MISSED_REPORTS_OFFLINE = 3
 
 
 def key_field(profile: DeviceProfile) -> str:
-    """Return a profile's key reading: its first field with alert levels, else its first."""
+    """Return a profile's key reading: its first field with alert levels, or first."""
     if profile.alert_levels:
         return next(iter(profile.alert_levels))
     return next(iter(profile.fields))
@@ -50,7 +50,7 @@ def agency_condition(agency: str) -> str:
 
 
 def measurement(profile: str) -> str:
-    """Return the measurement of a profile's points (`measurement = "{device_type}"`)."""
+    """Return the measurement of a profile's points (the profile's name)."""
     return quote_identifier(profile)
 
 
@@ -63,7 +63,9 @@ def online_window_s(settings: Generation, profile: DeviceProfile) -> int:
 
 def map_window_s(settings: Generation, city: City) -> int:
     """Return the online window of the map: the longest of the profiles shown."""
-    windows = [online_window_s(settings, city.profiles[p]) for p in city.profiles_in_use()]
+    windows = [
+        online_window_s(settings, city.profiles[p]) for p in city.profiles_in_use()
+    ]
     return max(windows, default=int(settings.online_window_s or 900))
 
 

@@ -14,12 +14,13 @@ import copy
 import hashlib
 import json
 import logging
-from urllib.parse import quote
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaException
 
 from gateway.grafana.alerting import GeneratedRuleGroup
@@ -39,9 +40,17 @@ _DASHBOARD_VOLATILE = ("id", "version")
 # Keys of a stored datasource that provisioning sets and compares.
 _DATASOURCE_KEYS = ("name", "type", "access", "url", "user", "isDefault", "jsonData")
 _RULE_KEYS = (
-    "uid", "title", "condition", "data", "noDataState", "execErrState", "for",
-    "labels", "annotations",
+    "uid",
+    "title",
+    "condition",
+    "data",
+    "noDataState",
+    "execErrState",
+    "for",
+    "labels",
+    "annotations",
 )
+Kind = Literal["datasource", "folder", "dashboard", "rule group"]
 Action = Literal["create", "update", "unchanged", "kept", "overwritten", "failed"]
 
 
@@ -53,7 +62,7 @@ class GrafanaUnreachable(Exception):
 class Change:
     """What provisioning did (or, in a dry run, would do) to one object."""
 
-    kind: Literal["datasource", "folder", "dashboard", "rule group"]
+    kind: Kind
     uid: str
     title: str
     action: Action
@@ -69,7 +78,9 @@ class ProvisionReport:
     @property
     def changed(self) -> list[Change]:
         """Return the objects created, updated or overwritten."""
-        return [c for c in self.changes if c.action in ("create", "update", "overwritten")]
+        return [
+            c for c in self.changes if c.action in ("create", "update", "overwritten")
+        ]
 
     @property
     def problems(self) -> list[Change]:
@@ -91,29 +102,53 @@ def provision(
         force: overwrite dashboards edited by hand since the gateway wrote them.
     """
     report = ProvisionReport()
-    steps: list[tuple[str, str, str, Callable[[], Change]]] = []
+    # grafana-client has no type hints: its calls are made through Any.
+    client: Any = api
+    steps: list[tuple[Kind, str, str, Callable[[], Change]]] = []
     for datasource in bundle.datasources:
-        steps.append(("datasource", datasource["uid"], datasource["name"],
-                      lambda d=datasource: _datasource(api, d, dry_run)))
+        steps.append(
+            (
+                "datasource",
+                datasource["uid"],
+                datasource["name"],
+                partial(_datasource, client, datasource, dry_run),
+            )
+        )
     for folder in bundle.folders:
-        steps.append(("folder", folder.uid, folder.title,
-                      lambda f=folder: _folder(api, f, dry_run)))
+        steps.append(
+            (
+                "folder",
+                folder.uid,
+                folder.title,
+                partial(_folder, client, folder, dry_run),
+            )
+        )
     for dashboard in bundle.dashboards:
-        steps.append(("dashboard", dashboard.uid, dashboard.title,
-                      lambda d=dashboard: _dashboard(api, d, dry_run, force)))
+        steps.append(
+            (
+                "dashboard",
+                dashboard.uid,
+                dashboard.title,
+                partial(_dashboard, client, dashboard, dry_run, force),
+            )
+        )
     for group in bundle.rule_groups:
-        steps.append(("rule group", f"{group.folder_uid}/{group.title}", group.title,
-                      lambda g=group: _rule_group(api, g, dry_run)))
+        steps.append(
+            (
+                "rule group",
+                f"{group.folder_uid}/{group.title}",
+                group.title,
+                partial(_rule_group, client, group, dry_run),
+            )
+        )
     for kind, uid, title, step in steps:
         try:
             change = step()
         except GrafanaException as exc:
             if exc.status_code in (0, 401):
                 problem = "refused the credentials" if exc.status_code else "failed"
-                raise GrafanaUnreachable(
-                    f"Grafana {problem}: {_message(exc)}"
-                ) from exc
-            change = Change(kind, uid, title, "failed", _message(exc))  # type: ignore[arg-type]
+                raise GrafanaUnreachable(f"Grafana {problem}: {_message(exc)}") from exc
+            change = Change(kind, uid, title, "failed", _message(exc))
         except OSError as exc:
             raise GrafanaUnreachable(f"Grafana cannot be reached: {exc}") from exc
         _log(change, dry_run)
@@ -122,10 +157,14 @@ def provision(
 
 
 def fingerprint(model: dict[str, Any]) -> str:
-    """Return the digest of a dashboard's content, without volatile keys and hash tag."""
+    """Return the digest of a dashboard's content, less volatile keys and hash tag."""
     content = {k: v for k, v in model.items() if k not in _DASHBOARD_VOLATILE}
-    content["tags"] = [t for t in content.get("tags", []) if not t.startswith(HASH_TAG_PREFIX)]
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    content["tags"] = [
+        t for t in content.get("tags", []) if not t.startswith(HASH_TAG_PREFIX)
+    ]
+    text = json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 
 
@@ -137,14 +176,16 @@ def stamped(model: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _datasource(api: GrafanaApi, wanted: dict[str, Any], dry_run: bool) -> Change:
+def _datasource(api: Any, wanted: dict[str, Any], dry_run: bool) -> Change:
     uid, name = wanted["uid"], wanted["name"]
     stored = _get_or_none(lambda: api.datasource.get_datasource_by_uid(uid))
     if stored is None:
         if not dry_run:
             api.datasource.create_datasource(wanted)
         return Change("datasource", uid, name, "create")
-    differs = [k for k in _DATASOURCE_KEYS if _normal(stored.get(k)) != _normal(wanted.get(k))]
+    differs = [
+        k for k in _DATASOURCE_KEYS if _normal(stored.get(k)) != _normal(wanted.get(k))
+    ]
     if not differs:
         return Change("datasource", uid, name, "unchanged")
     if not dry_run:
@@ -155,7 +196,7 @@ def _datasource(api: GrafanaApi, wanted: dict[str, Any], dry_run: bool) -> Chang
     return Change("datasource", uid, name, "update", "changed: " + ", ".join(differs))
 
 
-def _folder(api: GrafanaApi, wanted: Folder, dry_run: bool) -> Change:
+def _folder(api: Any, wanted: Folder, dry_run: bool) -> Change:
     stored = _get_or_none(lambda: api.folder.get_folder(wanted.uid))
     if stored is None:
         if not dry_run:
@@ -165,15 +206,22 @@ def _folder(api: GrafanaApi, wanted: Folder, dry_run: bool) -> Change:
         return Change("folder", wanted.uid, wanted.title, "unchanged")
     if not dry_run:
         api.folder.update_folder(
-            wanted.uid, title=wanted.title, version=stored.get("version"), overwrite=False
+            wanted.uid,
+            title=wanted.title,
+            version=stored.get("version"),
+            overwrite=False,
         )
     return Change(
-        "folder", wanted.uid, wanted.title, "update", f"title was {stored.get('title')!r}"
+        "folder",
+        wanted.uid,
+        wanted.title,
+        "update",
+        f"title was {stored.get('title')!r}",
     )
 
 
 def _dashboard(
-    api: GrafanaApi, wanted: GeneratedDashboard, dry_run: bool, force: bool
+    api: Any, wanted: GeneratedDashboard, dry_run: bool, force: bool
 ) -> Change:
     model = stamped(wanted.model)
     stored = _get_or_none(lambda: api.dashboard.get_dashboard(wanted.uid))
@@ -185,8 +233,12 @@ def _dashboard(
         if version is not None:
             body["version"] = version
         api.dashboard.update_dashboard(
-            {"dashboard": body, "folderUid": wanted.folder_uid, "overwrite": False,
-             "message": note}
+            {
+                "dashboard": body,
+                "folderUid": wanted.folder_uid,
+                "overwrite": False,
+                "message": note,
+            }
         )
 
     if stored is None:
@@ -195,7 +247,10 @@ def _dashboard(
         except GrafanaException as exc:
             if exc.status_code == 412 and _status_word(exc) == "name-exists":
                 return Change(
-                    "dashboard", wanted.uid, wanted.title, "failed",
+                    "dashboard",
+                    wanted.uid,
+                    wanted.title,
+                    "failed",
                     f"title {wanted.title!r} is already used by another dashboard in "
                     f"folder {wanted.folder_uid} ({_holder(api, wanted)}); it was "
                     "left alone. Rename or move that dashboard, then provision again",
@@ -209,18 +264,30 @@ def _dashboard(
     tags = current.get("tags", [])
     if MANAGED_TAG not in tags:
         return Change(
-            "dashboard", wanted.uid, wanted.title, "kept",
+            "dashboard",
+            wanted.uid,
+            wanted.title,
+            "kept",
             f"uid {wanted.uid} belongs to a dashboard the gateway did not make "
             f"({current.get('title')!r}); never overwritten",
         )
-    written = next((t[len(HASH_TAG_PREFIX):] for t in tags if t.startswith(HASH_TAG_PREFIX)), "")
+    written = next(
+        (t[len(HASH_TAG_PREFIX) :] for t in tags if t.startswith(HASH_TAG_PREFIX)), ""
+    )
     edited = written != fingerprint(current)
     new_digest = fingerprint(model)
-    if not edited and written == new_digest and meta.get("folderUid") == wanted.folder_uid:
+    if (
+        not edited
+        and written == new_digest
+        and meta.get("folderUid") == wanted.folder_uid
+    ):
         return Change("dashboard", wanted.uid, wanted.title, "unchanged")
     if edited and not force:
         return Change(
-            "dashboard", wanted.uid, wanted.title, "kept",
+            "dashboard",
+            wanted.uid,
+            wanted.title,
+            "kept",
             f"edited in Grafana since the gateway wrote it (version {version}); kept. "
             "Run with --force to overwrite the edits",
         )
@@ -232,12 +299,17 @@ def _dashboard(
         # Changed between our read and our write: read again, decide again.
         return _dashboard(api, wanted, dry_run, force)
     if edited:
-        return Change("dashboard", wanted.uid, wanted.title, "overwritten",
-                      f"hand edits up to version {version} overwritten (--force)")
+        return Change(
+            "dashboard",
+            wanted.uid,
+            wanted.title,
+            "overwritten",
+            f"hand edits up to version {version} overwritten (--force)",
+        )
     return Change("dashboard", wanted.uid, wanted.title, "update")
 
 
-def _rule_group(api: GrafanaApi, wanted: GeneratedRuleGroup, dry_run: bool) -> Change:
+def _rule_group(api: Any, wanted: GeneratedRuleGroup, dry_run: bool) -> Change:
     uid = f"{wanted.folder_uid}/{wanted.title}"
     stored = _get_or_none(
         lambda: api.alertingprovisioning.get_rule_group(
@@ -246,7 +318,9 @@ def _rule_group(api: GrafanaApi, wanted: GeneratedRuleGroup, dry_run: bool) -> C
     )
     if stored is None:
         action: Action = "create"
-    elif stored.get("interval") == wanted.interval_s and _rules(stored.get("rules", [])) == _rules(wanted.rules):
+    elif stored.get("interval") == wanted.interval_s and _rules(
+        stored.get("rules", [])
+    ) == _rules(wanted.rules):
         return Change("rule group", uid, wanted.title, "unchanged")
     else:
         action = "update"
@@ -279,7 +353,7 @@ def _get_or_none(read: Callable[[], Any]) -> Any:
         raise
 
 
-def _holder(api: GrafanaApi, wanted: GeneratedDashboard) -> str:
+def _holder(api: Any, wanted: GeneratedDashboard) -> str:
     try:
         hits = api.search.search_dashboards(
             query=wanted.title, folder_uids=[wanted.folder_uid], type_="dash-db"
@@ -304,11 +378,17 @@ def _message(exc: GrafanaException) -> str:
 
 def _log(change: Change, dry_run: bool) -> None:
     if change.action == "failed":
-        logger.error("Grafana %s %s not provisioned: %s", change.kind, change.uid, change.detail)
+        logger.error(
+            "Grafana %s %s not provisioned: %s", change.kind, change.uid, change.detail
+        )
     elif change.action == "kept":
         logger.warning("Grafana %s %s kept: %s", change.kind, change.uid, change.detail)
     elif change.action == "overwritten":
         logger.warning("Grafana %s %s: %s", change.kind, change.uid, change.detail)
     elif change.action != "unchanged":
-        logger.info("%s Grafana %s %s", ("Would " + change.action) if dry_run
-                    else change.action.capitalize() + "d", change.kind, change.uid)
+        logger.info(
+            "%s Grafana %s %s",
+            ("Would " + change.action) if dry_run else change.action.capitalize() + "d",
+            change.kind,
+            change.uid,
+        )

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 
 from gateway.config import GatewayConfig
 from gateway.grafana.bundle import build_bundle, influx_source_of
@@ -61,16 +61,21 @@ class GrafanaWatcher:
         seen: City | None = None
         changed_at = time.monotonic()
         while not stop.is_set():
+            city: City | None
             try:
-                city = await asyncio.to_thread(read_city, registry, registry.profiles or {})
+                city = await asyncio.to_thread(
+                    read_city, registry, registry.profiles or {}
+                )
             except RegistryError as exc:
                 logger.warning("Cannot read the registry for Grafana: %s", exc)
                 city = seen
             if city is not None and city != seen:
                 seen, changed_at = city, time.monotonic()
             settled = time.monotonic() - changed_at >= self.debounce_s
-            if city is not None and city != self._provisioned and (
-                settled or self._provisioned is None
+            if (
+                city is not None
+                and city != self._provisioned
+                and (settled or self._provisioned is None)
             ):
                 await asyncio.to_thread(self._provision, city)
             try:
@@ -86,8 +91,9 @@ class GrafanaWatcher:
             online_window_s=settings.online_window_s,
         )
         bundle = build_bundle(city, generation, influx_source_of(self.config))
-        api = GrafanaApi.from_url(settings.url, credential=settings.token,
-                                  timeout=GRAFANA_TIMEOUT_S)
+        api = GrafanaApi.from_url(
+            settings.url, credential=settings.token, timeout=GRAFANA_TIMEOUT_S
+        )
         try:
             report = provision(api, bundle)
         except GrafanaUnreachable as exc:
@@ -105,7 +111,8 @@ class GrafanaWatcher:
         self.provisionings += 1
         self.last_report = report
         logger.info(
-            "Provisioned Grafana at %s from the registry: %d changed, %d kept or failed",
+            "Provisioned Grafana at %s from the registry: %d changed, "
+            "%d kept or failed",
             settings.url,
             len(report.changed),
             len(report.problems),
