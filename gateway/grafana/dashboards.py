@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.builders import stat, table, text, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -21,7 +22,12 @@ from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models import text as text_model
 
 from gateway.grafana.city import City
-from gateway.grafana.influxql import InfluxQLTarget, quote_identifier
+from gateway.grafana.influxql import (
+    InfluxQLTarget,
+    quote_identifier,
+    quote_string,
+    regex_of,
+)
 from gateway.grafana.maps import map_panel
 from gateway.grafana.naming import (
     CITY_FOLDER_UID,
@@ -46,8 +52,7 @@ from gateway.grafana.panels import (
 
 __all__ = ["GeneratedDashboard", "build_dashboards", "folder_uid_of"]
 
-CAMERA_MEASUREMENT = "camera_health"
-# Grafana's dashboard schema version the SDK build for Grafana 11.4 writes.
+# How often an open dashboard reloads its data.
 REFRESH = "1m"
 
 
@@ -262,9 +267,7 @@ def _profile_dashboard(
     return _finish(board, uid, title, folder_uid_of(agency))
 
 
-def _threshold_style() -> Any:
-    from grafana_foundation_sdk.builders import common as common_builders
-
+def _threshold_style() -> common_builders.GraphThresholdsStyleConfig:
     return common_builders.GraphThresholdsStyleConfig().mode(
         common.GraphThresholdsStyleMode.LINE_AND_AREA
     )
@@ -388,7 +391,8 @@ def _cctv_wall(city: City, settings: Generation) -> GeneratedDashboard:
         )
         query = (
             'SELECT last("latency_ms") AS "latency_ms" FROM "camera_health" WHERE '
-            f"\"camera\" = '{camera.camera_id}' AND $timeFilter"
+            f'"camera" = {quote_string(camera.camera_id)} '
+            "AND $timeFilter"
         )
         board.with_panel(
             stat.Panel()
@@ -403,8 +407,6 @@ def _cctv_wall(city: City, settings: Generation) -> GeneratedDashboard:
         )
     if city.cameras:
         ids = [c.camera_id for c in city.cameras]
-        from gateway.grafana.influxql import regex_of
-
         query = (
             'SELECT last("online") AS "online", last("latency_ms") AS "latency_ms", '
             'last("errors") AS "errors" FROM "camera_health" WHERE "camera" =~ '

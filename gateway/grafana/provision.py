@@ -15,8 +15,8 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
