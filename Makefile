@@ -38,6 +38,7 @@ bench: setup services
 	$(BIN)/python bench/encode.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -46,6 +46,7 @@ from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
 from gateway.registry import RegistryError
 from gateway.grafana_cli import register_commands as register_grafana_commands
+from gateway.registry.running import Admit, replay_admission
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
@@ -314,8 +315,16 @@ def deadletter_replay(
     selected, code = _select_for_replay(entries, replayed, ids, reason)
     log = ReplayLog(settings.dead_letters.path)
     try:
-        with log.locked({entry.id for entry in entries}):
-            code |= asyncio.run(_replay(settings, routes, selected, log, dry_run))
+        with (
+            log.locked({entry.id for entry in entries}),
+            replay_admission(settings, str(config)) as admit,
+        ):
+            code |= asyncio.run(
+                _replay(settings, routes, selected, log, dry_run, admit)
+            )
+    except RegistryError as exc:
+        console.print(f"Registry error: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
     except BlockingIOError:
         console.print(f"Another replay holds {escape(str(log.path))}; try again later")
         raise typer.Exit(code=1) from None
@@ -630,12 +639,13 @@ async def _replay(
     selected: list[DeadLetter],
     log: ReplayLog,
     dry_run: bool,
+    admit: Admit | None = None,
 ) -> int:
     if not selected:
         output.print("Nothing to replay")
         return 0
     quality = build_quality_checker(settings)
-    outcomes = [prepare_replay(entry, routes, quality) for entry in selected]
+    outcomes = [prepare_replay(entry, routes, quality, admit) for entry in selected]
     failed = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failed:
         _print_outcome(outcome, dry_run)

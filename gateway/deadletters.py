@@ -644,12 +644,17 @@ def find_entry(entries: Iterable[DeadLetter], wanted: str) -> DeadLetter:
 
 
 def prepare_replay(
-    entry: DeadLetter, routes: Sequence[Route], quality: Any = None
+    entry: DeadLetter,
+    routes: Sequence[Route],
+    quality: Any = None,
+    admit: Callable[[list[Point]], tuple[list[Point], list[Any]]] | None = None,
 ) -> ReplayOutcome:
     """Decode an entry again under the current routes, without writing anything.
 
     `quality` (a gateway.validation.QualityChecker, or None) checks the points
-    as the live pipeline does, so a replay never stores what it would refuse.
+    as the live pipeline does, so a replay never stores what it would refuse;
+    `admit` (gateway.registry.running.replay_admission) checks their devices
+    against the registry and tags them with their agency.
     """
     if entry.kind == "point":
         line = (entry.payload or b"").decode("utf-8", "replace")
@@ -681,6 +686,13 @@ def prepare_replay(
         return ReplayOutcome(
             entry, reason="decoder_error", detail=f"{type(exc).__name__}: {exc}"
         )
+    if admit is not None:
+        decoded.points, refusals = admit(decoded.points)
+        if refusals:
+            # A device still unknown, pending or retired keeps its entry.
+            return ReplayOutcome(
+                entry, reason=refusals[0].reason, detail=refusals[0].detail
+            )
     if quality is not None:
         checked_points = []
         for point in decoded.points:

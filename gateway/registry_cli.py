@@ -18,6 +18,7 @@ from rich.markup import escape
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.registry import (
+    AccessError,
     AgencyIn,
     CameraIn,
     CameraUpdate,
@@ -27,7 +28,12 @@ from gateway.registry import (
     SiteIn,
     SiteUpdate,
 )
-from gateway.registry.provision import grant_devices, register_device, retire_device
+from gateway.registry.provision import (
+    grant_devices,
+    grant_gateway,
+    register_device,
+    retire_device,
+)
 from gateway.registry.terminal import (
     actor_name,
     console,
@@ -85,6 +91,7 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(tokens_app, name="tokens")
     app.command("audit")(audit)
     app.command("api")(api)
+    app.command("gateway-account")(gateway_account)
 
 
 # Devices
@@ -456,7 +463,8 @@ def sites_list(
     """List sites by id."""
     with open_registry(config) as (registry, _):
         page = registry.list_sites(area=area, limit=limit, offset=offset)
-    print_page("sites", page, ["site_id", "name", "area", "latitude", "longitude"])
+    columns = ["site_id", "name", "area", "latitude", "longitude", "status"]
+    print_page("sites", page, columns)
 
 
 @sites_app.command("show")
@@ -493,6 +501,18 @@ def sites_update(
     with open_registry(config) as (registry, _):
         site = registry.update_site(site_id, changes, actor_name(actor))
     output.print(record_table(site.model_dump(), f"Site {site_id}"))
+
+
+@sites_app.command("decommission")
+def sites_decommission(
+    site_id: Annotated[str, typer.Argument(help="Site id.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    actor: ActorOption = None,
+) -> None:
+    """Retire a site once its devices and cameras are moved or retired."""
+    with open_registry(config) as (registry, _):
+        site = registry.decommission_site(site_id, actor_name(actor))
+    output.print(f"Site {escape(site.site_id)} is {site.status}")
 
 
 @sites_app.command("import")
@@ -591,6 +611,38 @@ def audit(
     with open_registry(config) as (registry, _):
         entries = registry.audit_log(entity=entity, entity_id=entity_id, limit=limit)
     print_history(entries.items)
+
+
+def gateway_account(
+    username: Annotated[
+        str, typer.Argument(help="Broker user name the gateway connects with.")
+    ] = "decor-gateway",
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Create the gateway's broker account: read its subscriptions, publish dead
+    letters (and Sparkplug rebirth requests); print its password once.
+    """
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        fail(f"Configuration error: {exc}", 2)
+    if not settings.registry.dynsec.enabled:
+        fail(
+            "registry.dynsec.enabled is false: broker accounts are made through "
+            "Mosquitto's dynamic security plugin (see docs/registry.md)",
+            2,
+        )
+    try:
+        password, read, write = asyncio.run(grant_gateway(settings, username))
+    except AccessError as exc:
+        fail(str(exc), 1)
+    console.print(
+        f"Broker account {escape(username)}: may read {', '.join(read)}; "
+        f"may publish to {', '.join(write) or 'nothing'}. Its password, shown "
+        "once (put it in [mqtt] password or DECOR_MQTT__PASSWORD):",
+        soft_wrap=True,
+    )
+    output.print(password, soft_wrap=True)
 
 
 def api(

@@ -386,3 +386,44 @@ topic = "x/#"
     assert accounts["rg-001"] not in imported.output
     async with connected(dynsec_broker.port, "aq-003", accounts["aq-003"]) as device:
         assert not device.disconnected.is_set()
+
+
+async def test_gateway_account_reads_its_subscriptions_and_nothing_else(
+    dynsec_broker: DynsecBroker, tmp_path: Path
+):
+    """Test that `decor gateway-account` makes an account that reads telemetry only."""
+    prefix = dynsec_broker.topic_prefix
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[registry.dynsec]
+enabled = true
+port = {dynsec_broker.port}
+
+[dead_letters]
+topic_prefix = "decor/deadletter"
+
+[[subscriptions]]
+topic = "$share/gateways/{prefix}/+/+/+/telemetry"
+"""
+    )
+    environ = {"DECOR_REGISTRY__DYNSEC__PASSWORD": dynsec_broker.settings.password}
+
+    made = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["gateway-account", "decor-gw", "--config", str(config)],
+        env=environ,
+    )
+    assert made.exit_code == 0, made.output
+    password = made.stdout.strip().splitlines()[-1]
+    async with connected(dynsec_broker.port, "decor-gw", password) as gateway:
+        telemetry = await _subscribe(gateway, f"{prefix}/+/+/+/telemetry")
+        commands = await _subscribe(gateway, f"{prefix}/+/+/+/command")
+        everything = await _subscribe(gateway, "#")
+
+    assert f"may read {prefix}/+/+/+/telemetry" in made.stderr
+    assert "may publish to decor/deadletter/#" in made.stderr
+    assert password not in made.stderr
+    assert telemetry == 1
+    assert commands == everything == 0x80

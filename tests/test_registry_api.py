@@ -77,6 +77,7 @@ async def test_api_operator_token_cannot_create_or_change_anything(
         api.post("/devices/rg-001/decommission", headers=operator),
         api.post("/sites", json={"site_id": "s", "name": "S"}, headers=operator),
         api.patch("/sites/panus", json={"name": "P"}, headers=operator),
+        api.post("/sites/panus/decommission", headers=operator),
         api.post(
             "/cameras",
             json={"camera_id": "c", "agency": "pupr", "stream_url": "rtsp://h/s"},
@@ -98,6 +99,32 @@ async def test_api_operator_token_cannot_create_or_change_anything(
     assert device["notes"] == "" and device["status"] == "provisioned"
     assert city_registry.list_devices().total == 1
     assert city_registry.list_sites().total == 2
+
+
+async def test_api_operator_token_is_refused_by_every_route_that_writes(
+    api, tokens, city_registry: Registry
+):
+    """Test that each route other than GET answers an operator token with 403."""
+    city_registry.add_device(DeviceIn(**GAUGE), ACTOR)
+    ids = {"device_id": "rg-001", "site_id": "panus", "camera_id": "c", "name": "t"}
+    audited = city_registry.audit_log(limit=1000).total
+    # Every route the API documents, so a route added later is covered too.
+    writes = [
+        (method.upper(), path.format(**ids))
+        for path, methods in create_app(city_registry).openapi()["paths"].items()
+        for method in sorted(methods)
+        if method != "get"
+    ]
+
+    answers = [
+        await api.request(method, path, json={}, headers=tokens["operator"])
+        for method, path in writes
+    ]
+
+    assert len(writes) >= 12, writes
+    refused = [(w, a.status_code) for w, a in zip(writes, answers, strict=True)]
+    assert all(code == 403 for _, code in refused), refused
+    assert city_registry.audit_log(limit=1000).total == audited
 
 
 async def test_api_technician_registers_changes_and_retires_a_device(api, tokens):

@@ -178,6 +178,24 @@ def test_devices_update_and_decommission_show_in_the_audit_log(decor):
     ]
 
 
+def test_sites_decommission_waits_for_the_devices_there(decor):
+    """Test that a site is retired only once its devices are, and says why not."""
+    decor("devices", "add", "rg-1", "--profile", "river_gauge", "--agency", "pupr")
+    decor("devices", "update", "rg-1", "--site", "panus")
+
+    refused = decor("sites", "decommission", "panus")
+    decor("devices", "decommission", "rg-1")
+    retired = decor("sites", "decommission", "panus")
+    listed = decor("sites", "list")
+
+    assert refused.returncode == 1
+    assert "still has in service: device rg-1" in refused.stderr
+    assert retired.returncode == 0, retired.stderr
+    assert "Site panus is decommissioned" in retired.stdout
+    [row] = [line.split() for line in listed.stdout.splitlines() if "panus" in line]
+    assert row[-1] == "decommissioned"
+
+
 def test_cameras_add_keeps_the_password_out_of_every_output(decor):
     """Test that a password given in a stream URL is never printed back."""
     added = decor(

@@ -20,10 +20,12 @@ from typing import Any
 
 import httpx
 import orjson
+from typer.testing import CliRunner
 
 from devices.profiles import load_profiles
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, RegistryConfig
+from gateway.cli import app
+from gateway.config import GatewayConfig, RegistryConfig, load_config
 from gateway.registry import AgencyIn, DeviceIn, DeviceUpdate, Registry
 from gateway.registry.tokens import issue_token
 from tests.conftest import INFLUX_V1_URL, MQTT_PORT, wait_until
@@ -264,6 +266,46 @@ async def test_gateway_registers_unknown_devices_as_pending_when_configured(
     assert (created.actor, created.action) == ("gateway", "create")
 
 
+async def test_deadletter_replay_stores_a_device_once_it_is_registered(
+    city_registry,
+    database_url,
+    running_gateway,
+    publisher,
+    topic_prefix,
+    influx_v1,
+    tmp_path: Path,
+):
+    """Test that replay keeps an unknown device's entry, then stores it registered."""
+    path = _write_config(
+        tmp_path,
+        topic_prefix,
+        influx_v1.database,
+        database_url,
+        free_port(),
+        serve_api=False,
+    )
+    async with running_gateway(load_config(path)) as gateway:
+        publisher.publish(
+            f"{topic_prefix}/pupr/river_gauge/rg-late/telemetry", _reading(77.0)
+        )
+        assert await _rejected(gateway, "unknown_device")
+
+    early = await _replay(path)
+    _register(city_registry, "rg-late", agency="dlh")
+    replayed = await _replay(path)
+
+    assert early.exit_code == 1, early.output
+    assert "unknown_device" in early.output
+    assert replayed.exit_code == 0, replayed.output
+    assert "stored 1 point" in replayed.output
+    [row] = influx_v1.rows("river_gauge")
+    assert (row["device_id"], row["agency"], row["water_level_cm"]) == (
+        "rg-late",
+        "dlh",
+        77.0,
+    )
+
+
 async def test_decor_run_serves_the_api_and_checks_devices(
     tmp_path: Path, topic_prefix, publisher, influx_v1
 ):
@@ -345,7 +387,12 @@ def test_decor_run_stops_when_the_registry_cannot_be_read(
 
 
 def _write_config(
-    folder: Path, prefix: str, database: str, url: str, api_port: int
+    folder: Path,
+    prefix: str,
+    database: str,
+    url: str,
+    api_port: int,
+    serve_api: bool = True,
 ) -> Path:
     path = folder / "gateway.toml"
     path.write_text(
@@ -364,7 +411,7 @@ path = "{folder / "dead.jsonl"}"
 [registry]
 database_url = "{url}"
 check_devices = true
-serve_api = true
+serve_api = {str(serve_api).lower()}
 api_port = {api_port}
 refresh_interval_s = {REFRESH_S}
 [[subscriptions]]
@@ -373,6 +420,15 @@ measurement = "{{device_type}}"
 """
     )
     return path
+
+
+async def _replay(config: Path) -> Any:
+    # In a thread: the command runs its own event loop.
+    return await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["deadletter", "replay", "--config", str(config), "--all"],
+    )
 
 
 def _environment() -> dict[str, str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from gateway.points import Point
 from gateway.registry import DeviceIn, DeviceUpdate, Registry
@@ -115,3 +118,23 @@ def test_directory_registers_unknown_devices_as_pending_when_configured(
     # An agency the registry does not know cannot own a pending device.
     assert city_registry.list_devices(status="pending").total == 0
     assert city_registry.list_devices().total == 1
+
+
+def test_directory_warns_once_of_a_device_naming_an_unknown_agency(
+    city_registry: Registry, caplog: pytest.LogCaptureFixture
+):
+    """Test that a stray device seen at every refresh is reported once, not added."""
+    directory = DeviceDirectory(
+        city_registry, refresh_interval_s=REFRESH_S, unknown_devices="pending"
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway.registry.lookup"):
+        for _ in range(3):
+            directory.admit(_point("rg-stray", agency="nasa"))
+            directory.refresh()
+
+    warnings = [r.getMessage() for r in caplog.records if "rg-stray" in r.getMessage()]
+    assert warnings == [
+        "Unknown device rg-stray names agency 'nasa', which is not registered: "
+        "not added as pending"
+    ]
+    assert city_registry.list_devices().total == 0

@@ -45,9 +45,17 @@ def test_migrations_upgrade_keeps_registry_data(database_url: str):
         )
         connection.execute(
             text(
+                "INSERT INTO sites (site_id, name, area, latitude, longitude,"
+                " address, created_at, updated_at) VALUES ('panus', 'Panus',"
+                " 'Pancoran Mas', -6.39, 106.83, '', :now, :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
                 "INSERT INTO devices (device_id, profile, agency_id, site_id, status,"
                 " firmware, installed_on, notes, expected_cadence_s, created_at,"
-                " updated_at) VALUES ('rg-001', 'river_gauge', 'pupr', NULL,"
+                " updated_at) VALUES ('rg-001', 'river_gauge', 'pupr', 'panus',"
                 " 'active', '1.4', :day, 'by the bridge', 300, :now, :now)"
             ),
             {"now": now, "day": dt.date(2024, 12, 1)},
@@ -59,7 +67,15 @@ def test_migrations_upgrade_keeps_registry_data(database_url: str):
     engine.dispose()
     registry = Registry.open(database_url, profiles=load_profiles())
     device = registry.get_device("rg-001")
+    site = registry.get_site("panus")
     registry.close()
+    assert (site.name, site.area, site.latitude, site.status) == (
+        "Panus",
+        "Pancoran Mas",
+        -6.39,
+        "active",
+    )
+    assert device.site == "panus"
     assert (device.agency, device.status, device.firmware, device.notes) == (
         "pupr",
         "active",

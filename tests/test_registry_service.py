@@ -6,12 +6,14 @@ import pytest
 
 from gateway.registry import (
     CameraIn,
+    CameraUpdate,
     Conflict,
     DeviceIn,
     DeviceUpdate,
     InvalidInput,
     NotFound,
     Registry,
+    SiteUpdate,
 )
 from tests.registry_support import (  # noqa: F401 - fixtures
     ACTOR,
@@ -139,3 +141,55 @@ def test_registry_camera_credentials_stay_out_of_urls_repr_and_audit(
     shown = repr(data) + camera.model_dump_json()
     shown += repr(city_registry.audit_log(entity="camera").items)
     assert "s3cret-pw" not in shown
+
+
+def test_registry_stores_each_cameras_expected_cadence(city_registry: Registry):
+    """Test that a camera's cadence defaults to its sampling interval, else is kept."""
+    sampled = city_registry.add_camera(
+        CameraIn(
+            camera_id="cam-1",
+            agency="pupr",
+            stream_url="rtsp://10.1.2.3/a",
+            sample_interval_s=30,
+        ),
+        ACTOR,
+    )
+    declared = city_registry.add_camera(
+        CameraIn(
+            camera_id="cam-2",
+            agency="pupr",
+            stream_url="rtsp://10.1.2.4/a",
+            expected_cadence_s=900,
+        ),
+        ACTOR,
+    )
+    city_registry.update_camera("cam-1", CameraUpdate(expected_cadence_s=120), ACTOR)
+
+    assert declared.expected_cadence_s == 900.0
+    assert sampled.expected_cadence_s == 30.0
+    assert city_registry.get_camera("cam-1").expected_cadence_s == 120.0
+    assert city_registry.get_camera("cam-2").expected_cadence_s == 900.0
+
+
+def test_registry_site_is_decommissioned_once_nothing_in_service_is_there(
+    city_registry: Registry,
+):
+    """Test that a site with a device in service stays; retired, it takes nothing."""
+    city_registry.add_device(_gauge(site="panus"), ACTOR)
+
+    with pytest.raises(Conflict, match="still has in service: device rg-001"):
+        city_registry.decommission_site("panus", ACTOR)
+    city_registry.decommission_device("rg-001", ACTOR)
+    site = city_registry.decommission_site("panus", ACTOR)
+
+    assert site.status == "decommissioned"
+    with pytest.raises(InvalidInput, match="site 'panus' is decommissioned"):
+        city_registry.add_device(_gauge("rg-002", site="panus"), ACTOR)
+    with pytest.raises(Conflict, match="is decommissioned"):
+        city_registry.update_site("panus", SiteUpdate(name="Old bridge"), ACTOR)
+    [entry] = city_registry.audit_log(entity="site", entity_id="panus", limit=1).items
+    assert (entry.action, entry.changes["status"]) == (
+        "decommission",
+        ["active", "decommissioned"],
+    )
+    assert city_registry.get_site("balai-kota").status == "active"

@@ -240,6 +240,12 @@ def update_site(
     return registry.update_site(site_id, changes, _actor(token))
 
 
+@_sites.post("/{site_id}/decommission")
+def decommission_site(site_id: str, registry: Reg, token: SiteWriter) -> SiteOut:
+    """Retire a site; refused while a device or camera in service is there."""
+    return registry.decommission_site(site_id, _actor(token))
+
+
 # Devices
 
 _devices = APIRouter(prefix="/devices", tags=["devices"])

@@ -86,6 +86,8 @@ class DeviceDirectory:
         # Unknown devices seen since the last refresh: id -> (agency, profile).
         self._unknown_seen: dict[str, tuple[str, str]] = {}
         self._failing = False
+        # Unknown devices already reported as naming an unregistered agency.
+        self._warned: set[str] = set()
 
     def admit(self, point: Point) -> Admission:
         """Return the point tagged with its agency, or why it is refused."""
@@ -203,6 +205,12 @@ class DeviceDirectory:
                 ):
                     continue
                 if agency not in agencies:
+                    # Once per device: it is seen again at every refresh.
+                    if device_id in self._warned or len(self._warned) >= (
+                        MAX_PENDING_PER_REFRESH
+                    ):
+                        continue
+                    self._warned.add(device_id)
                     logger.warning(
                         "Unknown device %s names agency %r, which is not registered: "
                         "not added as pending",

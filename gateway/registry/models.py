@@ -106,6 +106,9 @@ class Site(Base):
     """A place where devices and cameras are installed."""
 
     __tablename__ = "sites"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'decommissioned')", name="status"),
+    )
 
     site_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -113,6 +116,10 @@ class Site(Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     address: Mapped[str] = mapped_column(Text, default="")
+    # A decommissioned site keeps its history; nothing new may be placed there.
+    status: Mapped[str] = mapped_column(
+        String(20), default="active", server_default="active"
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utc_now, onupdate=utc_now

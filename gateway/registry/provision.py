@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 
-from gateway.config import DynsecConfig
+from gateway.config import DynsecConfig, GatewayConfig
+from gateway.decoding import TopicTemplate
 from gateway.registry.dynsec import DeviceCredentials, DynamicSecurity
 from gateway.registry.errors import AccessError, Conflict
 from gateway.registry.schemas import DeviceIn, DeviceOut
 from gateway.registry.service import Registry
 
-__all__ = ["grant_devices", "register_device", "retire_device"]
+__all__ = [
+    "gateway_rights",
+    "grant_devices",
+    "grant_gateway",
+    "register_device",
+    "retire_device",
+]
 
 logger = logging.getLogger(__name__)
+
+# Where the gateway asks Sparkplug edge nodes for a rebirth.
+SPARKPLUG_COMMANDS = "spBv1.0/+/NCMD/+"
+GATEWAY_PASSWORD_BYTES = 18
 
 
 async def register_device(
@@ -100,3 +112,38 @@ async def retire_device(
                 await broker.revoke_device(device.mqtt_username, device_id)
             await asyncio.to_thread(registry.set_mqtt_username, device_id, None, actor)
     return await asyncio.to_thread(registry.decommission_device, device_id, actor)
+
+
+def gateway_rights(config: GatewayConfig) -> tuple[list[str], list[str]]:
+    """Return the topic filters the gateway reads, and those it publishes to."""
+    read: list[str] = []
+    for sub in config.subscriptions:
+        topic = sub.topic or TopicTemplate.parse(sub.topic_template).topic_filter
+        if topic.startswith("$share/"):
+            # The broker checks a shared subscription against its topic filter.
+            topic = topic.split("/", 2)[2]
+        if topic not in read:
+            read.append(topic)
+    write = []
+    if config.dead_letters.topic_prefix:
+        write.append(config.dead_letters.topic_prefix + "/#")
+    if any(sub.format == "sparkplug_b" for sub in config.subscriptions):
+        write.append(SPARKPLUG_COMMANDS)
+    return read, write
+
+
+async def grant_gateway(
+    config: GatewayConfig, username: str
+) -> tuple[str, list[str], list[str]]:
+    """Create the gateway's own broker account with only what it needs.
+
+    Returns its password (kept nowhere) and the filters it may read and
+    publish to. Raises AccessError when the broker refuses or does not answer.
+    """
+    read, write = gateway_rights(config)
+    password = secrets.token_urlsafe(GATEWAY_PASSWORD_BYTES)
+    async with DynamicSecurity(config.registry.dynsec) as access:
+        await access.grant_service(
+            username, password, read_filters=read, write_filters=write
+        )
+    return password, read, write

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from gateway.validation.profiles import load_quality_profiles
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["GatewayRegistry", "Refusal"]
+__all__ = ["Admit", "GatewayRegistry", "Refusal", "replay_admission"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class Refusal:
     detail: str
 
 
+Admit = Callable[[Iterable[Point]], tuple[list[Point], list[Refusal]]]
+
+
 class GatewayRegistry:
     """The registry as a running gateway uses it."""
 
@@ -60,6 +64,7 @@ class GatewayRegistry:
         self._refresh_task: asyncio.Task[None] | None = None
         self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
+        self._api_registry: Registry | None = None
 
     @classmethod
     def from_config(
@@ -91,15 +96,7 @@ class GatewayRegistry:
         """
         if self.directory is None:
             return list(points), []
-        admitted: list[Point] = []
-        refusals: dict[Refusal, None] = {}
-        for point in points:
-            admission = self.directory.admit(point)
-            if admission.point is not None:
-                admitted.append(admission.point)
-            else:
-                refusals[Refusal(admission.reason, admission.detail)] = None
-        return admitted, list(refusals)
+        return _admit(self.directory, points)
 
     async def stop(self) -> None:
         """Stop refreshing, stop the API, and close the database."""
@@ -109,7 +106,8 @@ class GatewayRegistry:
         if self._api_server is not None and self._api_thread is not None:
             self._api_server.should_exit = True
             await asyncio.to_thread(self._api_thread.join, API_STOP_WAIT_S)
-            self._api_registry().close()
+            if self._api_registry is not None:
+                self._api_registry.close()
         if self.registry is not None:
             self.registry.close()
 
@@ -142,11 +140,6 @@ class GatewayRegistry:
         if self.settings.serve_api:
             await self._start_api()
 
-    def _api_registry(self) -> Registry:
-        assert self._api_server is not None
-        registry: Registry = self._api_server.config.app.state.registry
-        return registry
-
     async def _start_api(self) -> None:
         # Imported here: a gateway that does not serve the API never loads
         # FastAPI and uvicorn.
@@ -172,6 +165,7 @@ class GatewayRegistry:
         except BaseException:
             listener.close()
             raise
+        self._api_registry = app.state.registry
         server = uvicorn.Server(
             uvicorn.Config(app, log_level=self.config.log_level, lifespan="off")
         )
@@ -191,3 +185,43 @@ class GatewayRegistry:
             host,
             port,
         )
+
+
+@contextmanager
+def replay_admission(config: GatewayConfig, source: str = "") -> Iterator[Admit | None]:
+    """Give the registry check a dead-letter replay applies; None if it is off.
+
+    A replay stores only what the running gateway would: devices registered
+    and in service, tagged with their agency. It never registers pending ones.
+    Raises RegistryError when the registry cannot be read.
+    """
+    if not config.registry.check_devices:
+        yield None
+        return
+    profiles = load_quality_profiles(config.quality.profiles_dir, source)
+    registry = Registry.open(config.registry.database_url, profiles)
+    try:
+        directory = DeviceDirectory(
+            registry,
+            refresh_interval_s=config.registry.refresh_interval_s,
+            device_tag=config.quality.device_tag,
+            profile_tag=config.quality.profile_tag,
+        )
+        directory.refresh()
+        yield lambda points: _admit(directory, points)
+    finally:
+        registry.close()
+
+
+def _admit(
+    directory: DeviceDirectory, points: Iterable[Point]
+) -> tuple[list[Point], list[Refusal]]:
+    admitted: list[Point] = []
+    refusals: dict[Refusal, None] = {}
+    for point in points:
+        admission = directory.admit(point)
+        if admission.point is not None:
+            admitted.append(admission.point)
+        else:
+            refusals[Refusal(admission.reason, admission.detail)] = None
+    return admitted, list(refusals)

@@ -223,6 +223,7 @@ class SiteOut(_Out):
     latitude: float | None
     longitude: float | None
     address: str
+    status: str
     created_at: datetime
     updated_at: datetime
 

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 SECRET_MARK = "***"
+# Records named when a site cannot be retired, of each kind.
+MAX_NAMED_IN_SERVICE = 10
 _Row = TypeVar("_Row")
 
 
@@ -51,6 +53,7 @@ class Known:
 
     agencies: set[str] = field(default_factory=set)
     sites: set[str] = field(default_factory=set)
+    retired_sites: set[str] = field(default_factory=set)
     devices: set[str] = field(default_factory=set)
     cameras: set[str] = field(default_factory=set)
 
@@ -149,10 +152,48 @@ class Registry:
             return _page(session, query, SiteOut, limit, offset)
 
     def update_site(self, site_id: str, changes: SiteUpdate, actor: str) -> SiteOut:
-        """Change a site's fields given in `changes`."""
+        """Change a site's fields given in `changes` (not a retired one)."""
         with self.sessions.begin() as session:
             site = _get(session, Site, "site", site_id)
+            _refuse_retired("site", site_id, site.status)
             _apply(session, actor, "site", site_id, site, _given(changes))
+            return SiteOut.model_validate(site)
+
+    def decommission_site(self, site_id: str, actor: str) -> SiteOut:
+        """Retire a site once no device or camera in service is left there."""
+        with self.sessions.begin() as session:
+            site = _get(session, Site, "site", site_id)
+            _refuse_retired("site", site_id, site.status)
+            in_service = [
+                f"{kind} {record_id}"
+                for kind, model, id_column in (
+                    ("device", Device, Device.device_id),
+                    ("camera", Camera, Camera.camera_id),
+                )
+                for record_id in session.scalars(
+                    select(id_column)
+                    .where(model.site_id == site_id)
+                    .where(model.status != "decommissioned")
+                    .order_by(id_column)
+                    .limit(MAX_NAMED_IN_SERVICE)
+                )
+            ]
+            if in_service:
+                raise Conflict(
+                    "site",
+                    site_id,
+                    "still has in service: " + ", ".join(in_service)
+                    + "; move or decommission them first",
+                )
+            _apply(
+                session,
+                actor,
+                "site",
+                site_id,
+                site,
+                {"status": "decommissioned"},
+                action="decommission",
+            )
             return SiteOut.model_validate(site)
 
     # Devices
@@ -398,6 +439,11 @@ class Registry:
         return Known(
             agencies=set(session.scalars(select(Agency.agency_id))),
             sites=set(session.scalars(select(Site.site_id))),
+            retired_sites=set(
+                session.scalars(
+                    select(Site.site_id).where(Site.status == "decommissioned")
+                )
+            ),
             devices=set(session.scalars(select(Device.device_id))),
             cameras=set(session.scalars(select(Camera.camera_id))),
         )
@@ -412,6 +458,8 @@ class Registry:
                 "site",
                 f"no site {site!r} in the registry (add it with decor sites add)",
             )
+        if site is not None and site in known.retired_sites:
+            raise InvalidInput("site", f"site {site!r} is decommissioned")
 
     def _profile_cadence(self, profile: str) -> float:
         if self.profiles is None:

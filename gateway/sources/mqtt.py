@@ -545,6 +545,10 @@ class _GmqttLogger(logging.LoggerAdapter[logging.Logger]):
     """
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # gmqtt logs at debug level for every packet: leave at once, as the
+        # level only ever goes down below.
+        if not self.isEnabledFor(level):
+            return
         if isinstance(msg, str) and msg.startswith(GMQTT_REFUSAL_PREFIXES):
             level = min(level, logging.DEBUG)
         # Name gmqtt's line as the caller, not this method.
