@@ -104,6 +104,8 @@ class Gateway:
             tasks, ("influx.write", mqtt_name, "deadletters.write"), strict=True
         ):
             task.set_name(name)
+        # [grafana] reprovision: Grafana follows the registry (gateway/grafana).
+        grafana = _grafana_watcher(self.config, stop)
         try:
             await stop.wait()
         finally:
@@ -128,6 +130,9 @@ class Gateway:
             await self.dead_letters.aclose()
             if self.registry is not None:
                 await self.registry.stop()
+            if grafana is not None:
+                grafana.cancel()
+                await asyncio.gather(grafana, return_exceptions=True)
             if self.dead_letters.entries_written:
                 logger.info(
                     "Kept %d dead letters in %s (see: decor deadletter list)",
@@ -418,6 +423,22 @@ def _check_template_names(text: str, names: set[str], key: str, source: str) -> 
                 key=key,
                 source=source,
             )
+
+
+def _grafana_watcher(
+    config: GatewayConfig, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    if not config.grafana.reprovision:
+        return None
+    # Imported here: a gateway that does not provision Grafana never loads
+    # the Grafana libraries.
+    from gateway.grafana.watch import GrafanaWatcher
+
+    watcher = GrafanaWatcher(config)
+    return asyncio.create_task(
+        _supervise("grafana.reprovision", lambda: watcher.run(stop)),
+        name="grafana.reprovision",
+    )
 
 
 async def _supervise(name: str, body: Callable[[], Awaitable[None]]) -> None:

@@ -46,6 +46,7 @@ from gateway.deadletters import (
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
 from gateway.registry import RegistryError
+from gateway.grafana_cli import register_commands as register_grafana_commands
 from gateway.registry.running import Admit, replay_admission
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
@@ -81,6 +82,8 @@ app.add_typer(deadletter_app, name="deadletter")
 # decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
 register_commands(app)
 app.add_typer(cctv_app, name="cctv")
+# decor grafana provision: dashboards and alert rules from the registry.
+register_grafana_commands(app)
 
 ConfigOption = Annotated[
     Path,

@@ -61,6 +61,7 @@ __all__ = [
     "DeadLetterConfig",
     "DecodingConfig",
     "GatewayConfig",
+    "GrafanaConfig",
     "InfluxConfig",
     "MqttConfig",
     "QualityConfig",
@@ -782,6 +783,50 @@ class SpoolConfig(_Section):
     )
 
 
+class GrafanaConfig(_Section):
+    """Grafana provisioning: datasource, dashboards and alert rules (docs/grafana.md)."""
+
+    url: str = Field(
+        "http://127.0.0.1:3000",
+        description="Grafana base URL that `decor grafana provision` pushes to",
+    )
+    token: str = Field(
+        "", description="Grafana service-account token (glsa_...)", repr=False
+    )
+    locale: Literal["id", "en"] = Field(
+        "id", description="Language of titles, panel names and units: id or en"
+    )
+    influx_url: str = Field(
+        "",
+        description="InfluxDB URL as Grafana reaches it; empty: [influx] url",
+    )
+    influx_version: Literal["1.x", "2.x"] = Field(
+        "1.x",
+        description="1.x: InfluxQL on [influx] database; 2.x: InfluxQL on the "
+        "database a DBRP mapping gives [influx] bucket",
+    )
+    gateway_api_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Gateway HTTP API as the operators' browsers reach it, for "
+        "camera snapshots (/cameras/{id}/snapshot.jpg)",
+    )
+    online_window_s: Annotated[float, Field(ge=1, le=86_400)] | None = Field(
+        None,
+        description="A device is online when it reported within this many "
+        "seconds; unset: three times its profile's report interval",
+    )
+    reprovision: bool = Field(
+        False,
+        description="Let `decor run` provision Grafana at start and again when "
+        "the registry changes (debounced)",
+    )
+    reprovision_debounce_s: DelaySeconds = Field(
+        30.0,
+        description="Quiet time after the last registry change before "
+        "provisioning again, seconds",
+    )
+
+
 class GatewayConfig(_Section):
     """The whole configuration file."""
 
@@ -796,6 +841,7 @@ class GatewayConfig(_Section):
     spool: SpoolConfig = SpoolConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()
     registry: RegistryConfig = RegistryConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )
