@@ -26,6 +26,7 @@ from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
 from gateway.logutil import RateLimitedLogger
+from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServer
 from gateway.points import Point, encode_line
 from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
@@ -89,11 +90,23 @@ class Gateway:
                 dead.publish_burst,
                 self._publish_dead_letter,
             )
+        # /metrics: the gateway's counters (read at each scrape, so
+        # built last), plus collectors other parts add.
+        self.metrics = GatewayMetrics()
+        self.metrics.add_collector(GatewayCollector(self))
+        self.writer.on_write = self.metrics.observe_write
+        self.monitoring = MonitoringServer(self, source)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is buffered and close."""
+        if self.config.monitoring.enabled:
+            await self.monitoring.start()
         if self.registry is not None:
-            await self.registry.start()
+            try:
+                await self.registry.start()
+            except BaseException:
+                await self.monitoring.stop()
+                raise
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
@@ -128,6 +141,7 @@ class Gateway:
             await self.dead_letters.aclose()
             if self.registry is not None:
                 await self.registry.stop()
+            await self.monitoring.stop()
             if self.dead_letters.entries_written:
                 logger.info(
                     "Kept %d dead letters in %s (see: decor deadletter list)",
