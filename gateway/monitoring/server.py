@@ -42,6 +42,8 @@ class MonitoringServer:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = self._settings.port
+        # Set once the server answers requests.
+        self.started = asyncio.Event()
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Add a readiness check shown, and required, by /readyz.
@@ -91,6 +93,7 @@ class MonitoringServer:
             await asyncio.sleep(0.02)
         if self._task.done():
             self._task.result()
+        self.started.set()
         logger.info(
             "Serving /metrics, /healthz and /readyz on http://%s:%d", host, self.port
         )
@@ -99,6 +102,7 @@ class MonitoringServer:
         """Stop serving; answers in progress get a short time to finish."""
         if self._server is None or self._task is None:
             return
+        self.started.clear()
         self._server.should_exit = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
