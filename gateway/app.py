@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 
 from gateway.config import GatewayConfig
 from gateway.deadletters import (
@@ -25,6 +26,7 @@ from gateway.decoding import Decoded, FieldReject, Route, TopicTemplate
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
+from gateway.logs import DEVICE_ID, about_message
 from gateway.logutil import RateLimitedLogger
 from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServer
 from gateway.points import Point, encode_line
@@ -170,13 +172,31 @@ class Gateway:
         """
         self.stats.messages_received += 1
         dead_letters_before = self.dead_letters.entries_kept
-        settled = await self._take(message)
-        if not message.qos:
-            return  # nothing to acknowledge, nothing to wait for
-        if settled is not None:
-            await settled
-        if self.dead_letters.entries_kept > dead_letters_before:
-            await self.dead_letters.written()
+        # Lines logged while handling it name the device (gateway/logs.py).
+        with about_message(partial(self.device_ids, message.topic)):
+            settled = await self._take(message)
+            if not message.qos:
+                return  # nothing to acknowledge, nothing to wait for
+            if settled is not None:
+                await settled
+            if self.dead_letters.entries_kept > dead_letters_before:
+                await self.dead_letters.written()
+
+    def device_ids(self, topic: str) -> Mapping[str, str]:
+        """Return {"device_id": id} as the topic's route captures it, or {}.
+
+        Read from the topic template's `{device_id}` (or the level named by
+        `[quality] device_tag`); formats that name the device inside the
+        payload without a template give no id here.
+        """
+        _, route, _ = self._route_for(topic)
+        if route is None or route.template is None:
+            return {}
+        captured = route.template.match(topic) or {}
+        device_id = captured.get(DEVICE_ID) or captured.get(
+            self.config.quality.device_tag
+        )
+        return {DEVICE_ID: device_id} if device_id else {}
 
     async def _take(self, message: MqttMessage) -> asyncio.Future[None] | None:
         """Decode a message and buffer its points; return their future, if any."""

@@ -44,6 +44,7 @@ from gateway.deadletters import (
 )
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
+from gateway.logs import LogFormat, secrets_in, setup_logging
 from gateway.registry import RegistryError
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
@@ -54,7 +55,6 @@ __all__ = ["app", "main"]
 logger = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL_S = 5.0
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MAX_LISTED_DETAIL_CHARS = 60
 PROGRESS_MIN_ENTRIES = 100
 HEX_BYTES_PER_LINE = 16
@@ -100,10 +100,21 @@ def run(
     summary: Annotated[
         bool, typer.Option(help="Print a one-line summary every few seconds.")
     ] = True,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            help="Log lines as text for people or as JSON objects, one a line "
+            "(default: log_format in the configuration, else text)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway in the foreground until SIGINT or SIGTERM."""
     settings = _load_or_exit(config)
-    _setup_logging(settings.log_level)
+    setup_logging(
+        settings.log_level,
+        log_format or settings.log_format,
+        secrets=secrets_in(settings),
+    )
     try:
         gateway = Gateway(settings, source=str(config))
     except ConfigError as exc:
@@ -168,7 +179,7 @@ def simulate(
         run_simulation,
     )
 
-    _setup_logging("info")
+    setup_logging("info")
     options = SimulationOptions(
         host=host,
         port=port,
@@ -306,7 +317,7 @@ def deadletter_replay(
             "Choose what to replay: --id ID (repeatable), --reason R or --all"
         )
         raise typer.Exit(code=2)
-    _setup_logging("warning")
+    setup_logging("warning", secrets=secrets_in(settings))
     entries, replayed = _read_store(settings)
     selected, code = _select_for_replay(entries, replayed, ids, reason)
     log = ReplayLog(settings.dead_letters.path)
@@ -732,12 +743,3 @@ def _fail(message: str) -> typer.Exit:
     )
     raise typer.Exit(code=2)
 
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # httpx logs every request at info, and gmqtt warns on every failed
-    # connection attempt (with a traceback); we log each change of state
-    # once, ourselves, and keep the libraries' own lines for debug runs.
-    library_level = logging.DEBUG if level == "debug" else logging.ERROR
-    for noisy in ("gmqtt", "gateway.sources.gmqtt", "httpx"):
-        logging.getLogger(noisy).setLevel(library_level)
