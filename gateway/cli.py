@@ -32,6 +32,7 @@ from rich.text import Text
 
 from gateway.app import Gateway, build_quality_checker, build_routes
 from gateway.config import GatewayConfig, load_config
+from gateway.config_reference import config_app
 from gateway.deadletters import (
     DeadLetter,
     ReplayLog,
@@ -76,6 +77,8 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+# decor config reference: the documentation of every key, from the model.
+app.add_typer(config_app, name="config")
 # decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
 register_commands(app)
 

@@ -625,8 +625,9 @@ class MonitoringConfig(_Section):
     )
     ready_max_spool_age_s: Annotated[float, Field(ge=0)] = Field(
         3600.0,
-        description="... and its oldest point is younger than this, seconds; "
-        "0: no age limit",
+        description="While InfluxDB is unreachable, /readyz stays ready only "
+        "while the spool's oldest point is younger than this, seconds; 0: no "
+        "age limit",
     )
 
 
