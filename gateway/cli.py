@@ -150,6 +150,18 @@ def check(config: ConfigOption = Path("config/gateway.toml")) -> None:
 def simulate(
     host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="MQTT broker port.")] = 18830,
+    username: Annotated[
+        str | None,
+        typer.Option(envvar="SIMULATOR_MQTT_USERNAME", help="MQTT user name."),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIMULATOR_MQTT_PASSWORD",
+            help="MQTT password (better given by the environment variable).",
+            show_default=False,
+        ),
+    ] = None,
     devices: Annotated[
         int, typer.Option(min=1, help="Simulated devices of each type.")
     ] = 4,
@@ -186,6 +198,8 @@ def simulate(
     options = SimulationOptions(
         host=host,
         port=port,
+        username=username,
+        password=password,
         devices_per_type=devices,
         interval_s=interval,
         duration_s=duration,
