@@ -175,7 +175,9 @@ def _annotation_text(annotation: Any) -> str:
         bounds = [bound for meta in metadata for bound in _bounds(_flatten(meta))]
         return f"{text} ({', '.join(bounds)})" if bounds else text
     if origin is Literal:
-        return "one of " + ", ".join(json.dumps(value) for value in get_args(annotation))
+        return "one of " + ", ".join(
+            json.dumps(value) for value in get_args(annotation)
+        )
     if origin in (Union, types.UnionType):
         options = [arg for arg in get_args(annotation) if arg is not type(None)]
         text = " or ".join(_annotation_text(option) for option in options)

@@ -54,12 +54,16 @@ LogFormat = Literal["text", "json"]
 
 # user:password@ in any URL; Authorization headers; key=value pairs whose key
 # says it holds a secret (query strings, DSNs, dumped settings).
-_URL_PASSWORD = re.compile(r"(?P<keep>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.I)
-_AUTH_HEADER = re.compile(r"(?P<keep>\b(?:Bearer|Token|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.I)
+_URL_PASSWORD = re.compile(
+    r"(?P<keep>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE
+)
+_AUTH_HEADER = re.compile(
+    r"(?P<keep>\b(?:Bearer|Token|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE
+)
 _SECRET_PAIR = re.compile(
     r"(?P<keep>\b(?:password|passwd|pwd|token|secret|api_key|apikey)"
     r"[\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s\"'&,;)}]+",
-    re.I,
+    re.IGNORECASE,
 )
 
 # What the running task is handling: a lazily computed {key: id}, so the hot
@@ -216,7 +220,9 @@ def _about(ids: Mapping[str, str]) -> Iterator[None]:
 
 def _ids_of(record: logging.LogRecord) -> dict[str, str]:
     """Return the device and camera ids of a record: its extra, else the task's."""
-    ids = {key: str(getattr(record, key)) for key in SUBJECT_KEYS if hasattr(record, key)}
+    ids = {
+        key: str(getattr(record, key)) for key in SUBJECT_KEYS if hasattr(record, key)
+    }
     subject = _subject.get()
     if subject is not None:
         try:

@@ -133,9 +133,7 @@ def test_image_environment_and_configuration_load_as_the_gateway_would():
         if pair.startswith("DECOR_")
     )
     gateway = compose()["services"]["gateway"]
-    compose_env = {
-        key: f"from-env-{key.lower()}" for key in gateway["environment"]
-    }
+    compose_env = {key: f"from-env-{key.lower()}" for key in gateway["environment"]}
 
     settings = load_config(CONTAINER_CONFIG, environ=image_env | compose_env)
 
@@ -147,9 +145,9 @@ def test_image_environment_and_configuration_load_as_the_gateway_would():
     for path in (settings.spool.path, settings.dead_letters.path):
         assert str(path).startswith(state + "/")
     assert settings.registry.database_url.endswith(f"{state}/registry.db")
-    assert any(
-        mount.endswith(":" + state) for mount in gateway["volumes"]
-    ), "the gateway's state directory must be a volume"
+    assert any(mount.endswith(":" + state) for mount in gateway["volumes"]), (
+        "the gateway's state directory must be a volume"
+    )
 
 
 @pytest.mark.parametrize("script", ["docker/mosquitto/init.sh"])
@@ -172,15 +170,17 @@ def test_compose_wires_the_services_the_gateway_needs():
     assert "mosquitto_dynamic_security.so" in mosquitto_conf
     assert "allow_anonymous false" in mosquitto_conf
     assert services["influxdb"]["image"].startswith("influxdb:2.")
-    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in (
-        services["grafana"]["volumes"]
+    assert (
+        "./grafana/provisioning:/etc/grafana/provisioning:ro"
+        in (services["grafana"]["volumes"])
     )
     assert services["simulators"]["profiles"] == ["simulators"]
     assert "profiles" not in services["gateway"]
     assert settings.mqtt.host == "mosquitto" and settings.mqtt.port == 1883
     assert settings.influx.url == "http://influxdb:8086"
-    assert f"{settings.monitoring.port}:{settings.monitoring.port}" in (
-        services["gateway"]["ports"]
+    assert (
+        f"{settings.monitoring.port}:{settings.monitoring.port}"
+        in (services["gateway"]["ports"])
     )
     # Every image is pinned to a version, never a floating tag.
     for name, service in services.items():

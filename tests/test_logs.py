@@ -170,10 +170,10 @@ database_url = "postgresql+psycopg://decor:{DATABASE_PASSWORD}@127.0.0.1/decor"
 password = "{DYNSEC_PASSWORD}"
 
 [dead_letters]
-path = "{path.parent / 'dead-letters.jsonl'}"
+path = "{path.parent / "dead-letters.jsonl"}"
 
 [spool]
-path = "{path.parent / 'spool'}"
+path = "{path.parent / "spool"}"
 
 [quality]
 enabled = false
@@ -215,7 +215,9 @@ async def run_and_publish(
             client.publish(topic, reading(int(time.time() * 1000), level_cm=1.0), qos=1)
             client.publish(topic, b'{"level_cm": "182 cm"', qos=1)
         async with asyncio.timeout(WAIT_S):
-            while b"Rejected a message" not in (line := await process.stderr.readline()):
+            while b"Rejected a message" not in (
+                line := await process.stderr.readline()
+            ):
                 assert line, b"".join(lines).decode()
                 lines.append(line)
             lines.append(line)
@@ -232,7 +234,9 @@ async def test_decor_run_logs_device_ids_and_never_a_secret(
 ):
     """Test that a debug run of `decor run` logs in the chosen format, names the
     device on the line about its rejected reading, and never shows a secret."""
-    config = write_config(tmp_path / "gateway.toml", broker, topic_prefix, influx_v1.database)
+    config = write_config(
+        tmp_path / "gateway.toml", broker, topic_prefix, influx_v1.database
+    )
 
     output = await run_and_publish(
         config, broker, topic_prefix, "--log-format", log_format

@@ -126,7 +126,11 @@ async def test_metrics_count_readings_stored_rejected_and_written_in_batches(
 
 
 async def test_readyz_turns_unready_when_the_broker_stops_and_ready_when_it_is_back(
-    gateway_config, topic_prefix, influx_v1, private_mosquitto, http  # noqa: F811
+    gateway_config,
+    topic_prefix,
+    influx_v1,
+    private_mosquitto,  # noqa: F811 - the fixture imported above
+    http,
 ):
     """Test that /readyz answers 503 naming the broker while it is down, /healthz
     stays 200, and both are 200 once the gateway has reconnected."""

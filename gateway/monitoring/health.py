@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.config import MonitoringConfig
 
-__all__ = ["Check", "ReadinessCheck", "Readiness", "readiness"]
+__all__ = ["Check", "Readiness", "ReadinessCheck", "readiness"]
 
 
 @dataclass(frozen=True, slots=True)

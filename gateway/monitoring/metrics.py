@@ -23,7 +23,7 @@ from gateway import __version__
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["GatewayCollector", "GatewayMetrics", "PREFIX"]
+__all__ = ["PREFIX", "GatewayCollector", "GatewayMetrics"]
 
 PREFIX = "decor"
 # A batch is at most influx.batch_size points (5,000 by default); replayed
@@ -160,10 +160,10 @@ class GatewayCollector:
         gateway = self._gateway
         stats = gateway.stats
         spool = gateway.writer.spool
-        yield _gauge("spool_points", "Points waiting in the on-disk spool", stats.spool_points)
         yield _gauge(
-            "spool_bytes", "Bytes the on-disk spool holds", stats.spool_bytes
+            "spool_points", "Points waiting in the on-disk spool", stats.spool_points
         )
+        yield _gauge("spool_bytes", "Bytes the on-disk spool holds", stats.spool_bytes)
         yield _gauge(
             "spool_capacity_bytes",
             "Largest size of the on-disk spool (0: spool off)",

@@ -144,4 +144,3 @@ class MonitoringServer:
             )
 
         return app
-
