@@ -160,10 +160,17 @@ class GatewayCollector:
         gateway = self._gateway
         stats = gateway.stats
         spool = gateway.writer.spool
+        # Read from the spool itself: the counters copy it only now and then.
         yield _gauge(
-            "spool_points", "Points waiting in the on-disk spool", stats.spool_points
+            "spool_points",
+            "Points waiting in the on-disk spool",
+            spool.points if spool is not None else 0,
         )
-        yield _gauge("spool_bytes", "Bytes the on-disk spool holds", stats.spool_bytes)
+        yield _gauge(
+            "spool_bytes",
+            "Bytes the on-disk spool holds",
+            spool.size_bytes if spool is not None else 0,
+        )
         yield _gauge(
             "spool_capacity_bytes",
             "Largest size of the on-disk spool (0: spool off)",
@@ -172,7 +179,7 @@ class GatewayCollector:
         yield _gauge(
             "spool_oldest_point_age_seconds",
             "Age of the oldest batch in the spool (0 when empty)",
-            spool.oldest_age_s() if spool is not None and spool.segments else 0.0,
+            spool.oldest_age_s() if spool is not None else 0.0,
         )
         yield _counter(
             "points_spooled", "Points ever written to the spool", stats.points_spooled
