@@ -14,7 +14,6 @@ import logging
 import random
 import string
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 
 from gateway.config import GatewayConfig
 from gateway.deadletters import (
@@ -26,7 +25,7 @@ from gateway.decoding import Decoded, FieldReject, Route, TopicTemplate
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
-from gateway.logs import DEVICE_ID, about_message
+from gateway.logs import DEVICE_ID, enter_subject, leave_subject
 from gateway.logutil import RateLimitedLogger
 from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServer
 from gateway.points import Point, encode_line
@@ -173,7 +172,8 @@ class Gateway:
         self.stats.messages_received += 1
         dead_letters_before = self.dead_letters.entries_kept
         # Lines logged while handling it name the device (gateway/logs.py).
-        with about_message(partial(self.device_ids, message.topic)):
+        subject = enter_subject(self.device_ids, message.topic)
+        try:
             settled = await self._take(message)
             if not message.qos:
                 return  # nothing to acknowledge, nothing to wait for
@@ -181,6 +181,8 @@ class Gateway:
                 await settled
             if self.dead_letters.entries_kept > dead_letters_before:
                 await self.dead_letters.written()
+        finally:
+            leave_subject(subject)
 
     def device_ids(self, topic: str) -> Mapping[str, str]:
         """Return {"device_id": id} as the topic's route captures it, or {}.

@@ -4,8 +4,8 @@ Two formats: text (one readable line) and JSON Lines (one object per line,
 for Loki, Elasticsearch or journald). A line about a device or camera carries
 its id: as `device_id=...` at the end of a text line, as a key in JSON. The id
 comes from `extra={"device_id": ...}` on the call, or from the context a task
-declares with `about_device` / `about_camera`, so the lines of libraries and
-helpers called while handling one device's message carry it too.
+declares with `about_device`, `about_camera` or `enter_subject`, so the lines of
+libraries and helpers called while handling one message carry it too.
 
 Every line, exception tracebacks included, passes through a `Redactor` that
 replaces the configured secrets (passwords, tokens, database URLs) and
@@ -19,7 +19,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,7 +34,8 @@ __all__ = [
     "TextFormatter",
     "about_camera",
     "about_device",
-    "about_message",
+    "enter_subject",
+    "leave_subject",
     "secrets_in",
     "setup_logging",
 ]
@@ -66,11 +67,11 @@ _SECRET_PAIR = re.compile(
     re.IGNORECASE,
 )
 
-# What the running task is handling: a lazily computed {key: id}, so the hot
-# path only sets a reference and the ids are worked out when a line is logged.
-_subject: ContextVar[Callable[[], Mapping[str, str]] | None] = ContextVar(
-    "decor_log_subject", default=None
-)
+# What the running task is handling: a function and its argument giving
+# {key: id}, so the hot path only sets a reference (a few hundred ns a
+# message) and the ids are worked out only when a line is logged.
+Subject = tuple[Callable[[str], Mapping[str, str]], str]
+_subject: ContextVar[Subject | None] = ContextVar("decor_log_subject", default=None)
 
 
 class Redactor:
@@ -197,25 +198,29 @@ def about_camera(camera_id: str) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def about_message(ids: Callable[[], Mapping[str, str]]) -> Iterator[None]:
-    """Tag the lines logged in this block with ids worked out only if one is.
+def enter_subject(ids: Callable[[str], Mapping[str, str]], key: str) -> Token[Any]:
+    """Tag the lines this task logs from now on with `ids(key)`; return a token.
 
-    `ids` is called at most once per logged line; the message path passes a
-    function reading the device id from the topic, which costs nothing for the
-    messages that log nothing.
+    `ids` is called only when a line is logged. The message path calls this
+    per message (with `Gateway.device_ids` and the topic) instead of a
+    context manager, which costs several times as much; pass the token to
+    `leave_subject` in a `finally`.
     """
-    token = _subject.set(ids)
-    try:
-        yield
-    finally:
-        _subject.reset(token)
+    return _subject.set((ids, key))
+
+
+def leave_subject(token: Token[Any]) -> None:
+    """Undo the `enter_subject` that returned `token`."""
+    _subject.reset(token)
 
 
 @contextlib.contextmanager
 def _about(ids: Mapping[str, str]) -> Iterator[None]:
-    with about_message(lambda: ids):
+    token = enter_subject(lambda _: ids, "")
+    try:
         yield
+    finally:
+        leave_subject(token)
 
 
 def _ids_of(record: logging.LogRecord) -> dict[str, str]:
@@ -225,8 +230,9 @@ def _ids_of(record: logging.LogRecord) -> dict[str, str]:
     }
     subject = _subject.get()
     if subject is not None:
+        lookup, key = subject
         try:
-            found = subject()
+            found = lookup(key)
         except Exception:  # noqa: BLE001 - an id must never cost a log line
             found = {}
         for key in SUBJECT_KEYS:
