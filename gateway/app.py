@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.config import GatewayConfig
 from gateway.deadletters import (
@@ -25,7 +25,9 @@ from gateway.decoding import Decoded, FieldReject, Route, TopicTemplate
 from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
+from gateway.logs import DEVICE_ID, enter_subject, leave_subject
 from gateway.logutil import RateLimitedLogger
+from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServer
 from gateway.points import Point, encode_line
 from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
@@ -89,11 +91,23 @@ class Gateway:
                 dead.publish_burst,
                 self._publish_dead_letter,
             )
+        # /metrics: the gateway's counters (read at each scrape, so
+        # built last), plus collectors other parts add.
+        self.metrics = GatewayMetrics()
+        self.metrics.add_collector(GatewayCollector(self))
+        self.writer.on_write = self.metrics.observe_write
+        self.monitoring = MonitoringServer(self, source)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is buffered and close."""
+        if self.config.monitoring.enabled:
+            await self.monitoring.start()
         if self.registry is not None:
-            await self.registry.start()
+            try:
+                await self.registry.start()
+            except BaseException:
+                await self.monitoring.stop()
+                raise
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
@@ -133,6 +147,7 @@ class Gateway:
             if grafana is not None:
                 grafana.cancel()
                 await asyncio.gather(grafana, return_exceptions=True)
+            await self.monitoring.stop()
             if self.dead_letters.entries_written:
                 logger.info(
                     "Kept %d dead letters in %s (see: decor deadletter list)",
@@ -161,13 +176,34 @@ class Gateway:
         """
         self.stats.messages_received += 1
         dead_letters_before = self.dead_letters.entries_kept
-        settled = await self._take(message)
-        if not message.qos:
-            return  # nothing to acknowledge, nothing to wait for
-        if settled is not None:
-            await settled
-        if self.dead_letters.entries_kept > dead_letters_before:
-            await self.dead_letters.written()
+        # Lines logged while handling it name the device (gateway/logs.py).
+        subject = enter_subject(self.device_ids, message.topic)
+        try:
+            settled = await self._take(message)
+            if not message.qos:
+                return  # nothing to acknowledge, nothing to wait for
+            if settled is not None:
+                await settled
+            if self.dead_letters.entries_kept > dead_letters_before:
+                await self.dead_letters.written()
+        finally:
+            leave_subject(subject)
+
+    def device_ids(self, topic: str) -> Mapping[str, str]:
+        """Return {"device_id": id} as the topic's route captures it, or {}.
+
+        Read from the topic template's `{device_id}` (or the level named by
+        `[quality] device_tag`); formats that name the device inside the
+        payload without a template give no id here.
+        """
+        _, route, _ = self._route_for(topic)
+        if route is None or route.template is None:
+            return {}
+        captured = route.template.match(topic) or {}
+        device_id = captured.get(DEVICE_ID) or captured.get(
+            self.config.quality.device_tag
+        )
+        return {DEVICE_ID: device_id} if device_id else {}
 
     async def _take(self, message: MqttMessage) -> asyncio.Future[None] | None:
         """Decode a message and buffer its points; return their future, if any."""

@@ -33,6 +33,7 @@ from rich.text import Text
 from gateway.app import Gateway, build_quality_checker, build_routes
 from gateway.cctv_cli import cctv_app
 from gateway.config import GatewayConfig, load_config
+from gateway.config_reference import config_app
 from gateway.deadletters import (
     DeadLetter,
     ReplayLog,
@@ -45,6 +46,7 @@ from gateway.deadletters import (
 )
 from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
+from gateway.logs import LogFormat, secrets_in, setup_logging
 from gateway.registry import RegistryError
 from gateway.grafana_cli import register_commands as register_grafana_commands
 from gateway.registry.running import Admit, replay_admission
@@ -57,7 +59,6 @@ __all__ = ["app", "main"]
 logger = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL_S = 5.0
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MAX_LISTED_DETAIL_CHARS = 60
 PROGRESS_MIN_ENTRIES = 100
 HEX_BYTES_PER_LINE = 16
@@ -79,6 +80,8 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+# decor config reference: the documentation of every key, from the model.
+app.add_typer(config_app, name="config")
 # decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
 register_commands(app)
 app.add_typer(cctv_app, name="cctv")
@@ -106,10 +109,21 @@ def run(
     summary: Annotated[
         bool, typer.Option(help="Print a one-line summary every few seconds.")
     ] = True,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            help="Log lines as text for people or as JSON objects, one a line "
+            "(default: log_format in the configuration, else text)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway in the foreground until SIGINT or SIGTERM."""
     settings = _load_or_exit(config)
-    _setup_logging(settings.log_level)
+    setup_logging(
+        settings.log_level,
+        log_format or settings.log_format,
+        secrets=secrets_in(settings),
+    )
     try:
         gateway = Gateway(settings, source=str(config))
     except ConfigError as exc:
@@ -142,6 +156,18 @@ def check(config: ConfigOption = Path("config/gateway.toml")) -> None:
 def simulate(
     host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="MQTT broker port.")] = 18830,
+    username: Annotated[
+        str | None,
+        typer.Option(envvar="SIMULATOR_MQTT_USERNAME", help="MQTT user name."),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIMULATOR_MQTT_PASSWORD",
+            help="MQTT password (better given by the environment variable).",
+            show_default=False,
+        ),
+    ] = None,
     devices: Annotated[
         int, typer.Option(min=1, help="Simulated devices of each type.")
     ] = 4,
@@ -174,10 +200,12 @@ def simulate(
         run_simulation,
     )
 
-    _setup_logging("info")
+    setup_logging("info")
     options = SimulationOptions(
         host=host,
         port=port,
+        username=username,
+        password=password,
         devices_per_type=devices,
         interval_s=interval,
         duration_s=duration,
@@ -312,7 +340,7 @@ def deadletter_replay(
             "Choose what to replay: --id ID (repeatable), --reason R or --all"
         )
         raise typer.Exit(code=2)
-    _setup_logging("warning")
+    setup_logging("warning", secrets=secrets_in(settings))
     entries, replayed = _read_store(settings)
     selected, code = _select_for_replay(entries, replayed, ids, reason)
     log = ReplayLog(settings.dead_letters.path)
@@ -747,12 +775,3 @@ def _fail(message: str) -> typer.Exit:
     )
     raise typer.Exit(code=2)
 
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # httpx logs every request at info, and gmqtt warns on every failed
-    # connection attempt (with a traceback); we log each change of state
-    # once, ourselves, and keep the libraries' own lines for debug runs.
-    library_level = logging.DEBUG if level == "debug" else logging.ERROR
-    for noisy in ("gmqtt", "gateway.sources.gmqtt", "httpx"):
-        logging.getLogger(noisy).setLevel(library_level)

@@ -63,6 +63,7 @@ __all__ = [
     "GatewayConfig",
     "GrafanaConfig",
     "InfluxConfig",
+    "MonitoringConfig",
     "MqttConfig",
     "QualityConfig",
     "RegistryConfig",
@@ -827,11 +828,45 @@ class GrafanaConfig(_Section):
     )
 
 
+class MonitoringConfig(_Section):
+    """The HTTP endpoints that Prometheus and a supervisor poll."""
+
+    enabled: bool = Field(
+        False,
+        description="Serve /metrics (Prometheus), /healthz and /readyz from "
+        "`decor run`",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Listen address; 0.0.0.0 in a container so probes reach it",
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9108, description="Listen TCP port; 0 picks a free one"
+    )
+    ready_max_spool_fill: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9,
+        description="While InfluxDB is unreachable, /readyz stays ready only "
+        "while the spool holds less than this share of spool.max_bytes",
+    )
+    ready_max_spool_age_s: Annotated[float, Field(ge=0)] = Field(
+        3600.0,
+        description="While InfluxDB is unreachable, /readyz stays ready only "
+        "while the spool's oldest point is younger than this, seconds; 0: no "
+        "age limit",
+    )
+
+
 class GatewayConfig(_Section):
     """The whole configuration file."""
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines for people (text) or one JSON object per line "
+        "(json); `decor run --log-format` overrides it",
     )
     # Built when a config is, not at import: their checks use helpers below.
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -842,6 +877,7 @@ class GatewayConfig(_Section):
     dead_letters: DeadLetterConfig = DeadLetterConfig()
     registry: RegistryConfig = RegistryConfig()
     grafana: GrafanaConfig = GrafanaConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )

@@ -167,7 +167,13 @@ class GatewayRegistry:
             raise
         self._api_registry = app.state.registry
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level=self.config.log_level, lifespan="off")
+            uvicorn.Config(
+                app,
+                log_level=self.config.log_level,
+                lifespan="off",
+                # Keep the gateway's log format (text or JSON, secrets masked).
+                log_config=None,
+            )
         )
         # Its own thread and event loop: the API's database queries are
         # blocking and must never hold up the MQTT receive loop.

@@ -184,11 +184,21 @@ class BatchWriter:
         # broker stops sending when its in-flight window is used up.
         self.flush_when_waiting = DEFAULT_FLUSH_WHEN_WAITING
         self.ready = asyncio.Event()
+        # Told (points, seconds) after each request the sink stored: /metrics.
+        self.on_write: Callable[[int, float], None] | None = None
 
     @property
     def buffered(self) -> int:
         """Return how many points wait in memory."""
         return len(self._buffer)
+
+    @property
+    def sink_down_since(self) -> float | None:
+        """Return the monotonic time the sink stopped answering, None while it does.
+
+        Also set while the sink has never been opened; None before the first try.
+        """
+        return self._down_since
 
     async def add(self, lines: list[str]) -> asyncio.Future[None]:
         """Buffer encoded lines; return a future completed once they are settled.
@@ -482,6 +492,7 @@ class BatchWriter:
         Raises SinkError when the sink is unreachable or failing for now.
         """
         self._stats.write_requests += 1
+        started_s = time.perf_counter()
         try:
             await self.sink.write(lines)
         except PointsRejected as exc:
@@ -490,6 +501,8 @@ class BatchWriter:
             self._stats.write_failures += 1
             raise
         self._stats.points_written += len(lines)
+        if self.on_write is not None:
+            self.on_write(len(lines), time.perf_counter() - started_s)
         self.size_limit.note_accepted(size)
         self._note_up()
         return None
