@@ -31,6 +31,7 @@ from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServe
 from gateway.points import Point, encode_line
 from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
+from gateway.sinks.batcher import Settlement
 from gateway.sinks.spool import Spool
 from gateway.sources import MqttMessage, MqttSubscriber
 from gateway.stats import GatewayStats
@@ -82,7 +83,7 @@ class Gateway:
         self.subscriber = MqttSubscriber(
             config.mqtt,
             [(route.topic_filter, route.qos) for route in self.routes],
-            self.handle_message,
+            self.receive,
         )
         if dead.topic_prefix:
             self.dead_letters.publisher = DeadLetterPublisher(
@@ -162,11 +163,35 @@ class Gateway:
                 f", {self.stats.spool_points} waiting in the spool"
                 if self.stats.spool_points
                 else "",
-                f"; {left} messages left unacknowledged for the broker to send "
-                "again"
+                f"; {left} messages left unacknowledged for the broker to send again"
                 if left
                 else "",
             )
+
+    def receive(self, message: MqttMessage) -> Settlement | Awaitable[None] | None:
+        """Take one message as it arrives, without a task where possible.
+
+        Returns None when nothing is left to wait for before acknowledging
+        it, the Settlement of its points when the writer took them at once
+        (the common case), or an awaitable for the rest: waiting for room in
+        a full buffer, or for its dead letters to reach their file.
+        """
+        self.stats.messages_received += 1
+        dead_letters_before = self.dead_letters.entries_kept
+        # Lines logged while handling it name the device (gateway/logs.py).
+        subject = enter_subject(self.device_ids, message.topic)
+        try:
+            lines = self._take_lines(message)
+            settlement = self.writer.add_nowait(lines) if lines else None
+        finally:
+            leave_subject(subject)
+        if lines and settlement is None:
+            return self._take_slowly(message, lines, dead_letters_before)
+        if not message.qos:
+            return None  # nothing to acknowledge, nothing to wait for
+        if self.dead_letters.entries_kept > dead_letters_before:
+            return self._settle_then_keep(settlement)
+        return settlement
 
     async def handle_message(self, message: MqttMessage) -> None:
         """Decode one message, store its points and record whatever is refused.
@@ -174,20 +199,36 @@ class Gateway:
         Returns, for a QoS 1/2 message, only once its points are in InfluxDB
         or the spool and its dead letters, if any, are in their file.
         """
-        self.stats.messages_received += 1
-        dead_letters_before = self.dead_letters.entries_kept
-        # Lines logged while handling it name the device (gateway/logs.py).
+        outcome = self.receive(message)
+        if isinstance(outcome, Settlement):
+            done = asyncio.get_running_loop().create_future()
+            outcome.then(lambda: done.done() or done.set_result(None))
+            await done
+        elif outcome is not None:
+            await outcome
+
+    async def _take_slowly(
+        self, message: MqttMessage, lines: list[str], dead_letters_before: int
+    ) -> None:
+        """Wait for room in the full buffer, then as receive() would."""
         subject = enter_subject(self.device_ids, message.topic)
         try:
-            settled = await self._take(message)
+            settled = await self.writer.add(lines)
             if not message.qos:
-                return  # nothing to acknowledge, nothing to wait for
-            if settled is not None:
-                await settled
+                return
+            await settled
             if self.dead_letters.entries_kept > dead_letters_before:
                 await self.dead_letters.written()
         finally:
             leave_subject(subject)
+
+    async def _settle_then_keep(self, settlement: Settlement | None) -> None:
+        """Wait for a message's points, then for its dead letters' file."""
+        if settlement is not None:
+            done = asyncio.get_running_loop().create_future()
+            settlement.then(lambda: done.done() or done.set_result(None))
+            await done
+        await self.dead_letters.written()
 
     def device_ids(self, topic: str) -> Mapping[str, str]:
         """Return {"device_id": id} as the topic's route captures it, or {}.
@@ -205,8 +246,8 @@ class Gateway:
         )
         return {DEVICE_ID: device_id} if device_id else {}
 
-    async def _take(self, message: MqttMessage) -> asyncio.Future[None] | None:
-        """Decode a message and buffer its points; return their future, if any."""
+    def _take_lines(self, message: MqttMessage) -> list[str] | None:
+        """Decode a message into line protocol; keep what is refused."""
         index, route, excluded = self._route_for(message.topic)
         if route is not None and _is_extra_copy(message, index):
             # The broker sends one copy per matching subscription; the copy
@@ -240,7 +281,7 @@ class Gateway:
         if not lines:
             return None
         self.stats.points_decoded += len(lines)
-        return await self.writer.add(lines)
+        return lines
 
     def _decode(
         self, message: MqttMessage, route: Route | None, excluded: bool

@@ -40,7 +40,11 @@ def parse_timestamp(
     if isinstance(raw, bool) or raw is None:
         raise ValueError(f"timestamp must be a number or ISO-8601 text, got {raw!r}")
     if isinstance(raw, int):
-        time_ns = _epoch_to_ns(Decimal(raw), unit, raw)
+        # Whole numbers scale exactly in integers: no Decimal needed, and
+        # this is the common case (one per reading).
+        if raw < 0:
+            raise ValueError(f"timestamp must not be negative, got {_shown(raw)}")
+        time_ns = raw * _UNIT_TO_NS[_guess_unit(raw) if unit == "auto" else unit]
     elif isinstance(raw, float):
         if not math.isfinite(raw):
             raise ValueError(f"timestamp must be finite, got {raw!r}")
@@ -106,7 +110,7 @@ def _shown(raw: object) -> str:
     return repr(raw)[:64]
 
 
-def _guess_unit(value: Decimal) -> Literal["s", "ms", "us", "ns"]:
+def _guess_unit(value: Decimal | int) -> Literal["s", "ms", "us", "ns"]:
     # Epoch seconds stay below 1e11 until the year 5138; each unit after that
     # is a thousand times larger, so magnitude alone tells them apart.
     if value < 10**11:

@@ -61,7 +61,7 @@ from gateway.sinks.base import (
 from gateway.sinks.spool import Spool
 from gateway.stats import GatewayStats
 
-__all__ = ["BatchWriter", "RequestSizeLimit"]
+__all__ = ["BatchWriter", "RequestSizeLimit", "Settlement"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,36 @@ class RequestSizeLimit:
         return text
 
 
+class Settlement:
+    """Tells one callback, once, that a message's lines are settled.
+
+    A lighter stand-in for an asyncio.Future on the hot path: the writer calls
+    the callback in the same step that settles the lines, with no task or
+    scheduled callback per message. It is never called if the lines are left
+    unsettled at shutdown (their message then stays unacknowledged).
+    """
+
+    __slots__ = ("_callback", "_settled")
+
+    def __init__(self) -> None:
+        self._callback: Callable[[], None] | None = None
+        self._settled = False
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the lines are settled (now, if they are)."""
+        if self._settled:
+            callback()
+        else:
+            self._callback = callback
+
+    def settle(self) -> None:
+        """Mark the lines settled and call the callback, if one is set."""
+        self._settled = True
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+
 class BatchWriter:
     """Own the point buffer and the one task that writes it to the sink.
 
@@ -159,9 +189,9 @@ class BatchWriter:
         # the settled count passes the position of its last line.
         self._added_total = 0
         self._settled_total = 0
-        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = (
-            collections.deque()
-        )
+        self._waiting: collections.deque[
+            tuple[int, asyncio.Future[None] | Settlement]
+        ] = collections.deque()
         # Monotonic time the oldest line not yet due arrived at.
         self._oldest_line_at: float | None = None
         self._wake = asyncio.Event()
@@ -227,6 +257,25 @@ class BatchWriter:
             self._wake.set()
         return settled
 
+    def add_nowait(self, lines: list[str]) -> Settlement | None:
+        """Buffer encoded lines if there is room; return their Settlement, or
+        None (nothing taken) when the buffer is full: then await add()."""
+        if len(self._buffer) >= self._config.max_buffered_points:
+            return None
+        settlement = Settlement()
+        if not lines:
+            settlement.settle()
+            return settlement
+        if not self._buffer:
+            self._oldest_line_at = time.monotonic()
+        self._buffer.extend(lines)
+        self._added_total += len(lines)
+        self._waiting.append((self._added_total, settlement))
+        self._stats.points_buffered = len(self._buffer)
+        if self._batch_due():
+            self._wake.set()
+        return settlement
+
     async def run(self) -> None:
         """Open the sink, then write, spool and replay batches until cancelled."""
         if self.spool is not None:
@@ -280,7 +329,10 @@ class BatchWriter:
         self._buffer = []
         self._stats.points_buffered = 0
         for _, settled in self._waiting:
-            settled.cancel()
+            # A Settlement is simply never called: its message stays
+            # unacknowledged, like the cancelled future's.
+            if type(settled) is not Settlement:
+                settled.cancel()
         self._waiting.clear()
         for line in left:
             self._dead_letters.add(
@@ -563,7 +615,9 @@ class BatchWriter:
         self._settled_total += count
         while self._waiting and self._waiting[0][0] <= self._settled_total:
             _, settled = self._waiting.popleft()
-            if not settled.done():
+            if type(settled) is Settlement:
+                settled.settle()
+            elif not settled.done():
                 settled.set_result(None)
         self._stats.points_buffered = len(self._buffer)
         # What is left waits from now: it was not due, or it failed.

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -71,18 +72,31 @@ class MqttMessage:
     subscription_ids: tuple[int, ...] = ()
 
 
-MessageHandler = Callable[[MqttMessage], Awaitable[None]]
+class Settling(Protocol):
+    """What a handler returns when a message's fate is known only later."""
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the message is settled (never, if it is not)."""
+
+
+# Called for each message as it arrives. It returns None once the message is
+# handled (acknowledge now), something Settling, or an awaitable: the message
+# is acknowledged when that settles or completes, and never if it raises or
+# is cancelled.
+MessageHandler = Callable[[MqttMessage], "Settling | Awaitable[None] | None"]
 
 
 class MqttSubscriber:
     """Keep one subscription session with the broker and hand each message on.
 
-    `handler` is awaited for each message, each in its own task; for QoS 1
-    and 2 the broker receives our acknowledgement only once it returns, so a
-    handler that waits (until the message's points are stored) holds the
-    broker back instead of losing data. A handler that raises or is cancelled
-    leaves its message unacknowledged: the broker sends it again after the
-    next connect, if the session is kept.
+    `handler` is called for each message as it arrives (see MessageHandler);
+    for QoS 1 and 2 the broker receives our acknowledgement only once what it
+    returned has settled, so a message whose points are not stored yet holds
+    the broker back instead of losing data. A message left unsettled (or whose
+    handler was cancelled) stays unacknowledged: the broker sends it again
+    after the next connect, if the session is kept. Only a message that needs
+    to wait on something else gets a task of its own; the common case costs
+    no task, and acknowledgements leave in one write per loop iteration.
     """
 
     def __init__(
@@ -102,11 +116,15 @@ class MqttSubscriber:
         self.subscribed = asyncio.Event()
         self._pending_subacks: dict[int, str] = {}
         self.address = f"{config.host}:{config.port}"
-        # Handlers still running; while paused, new messages are left
+        # Messages taken and not yet settled, and the tasks of those that
+        # wait on something; while paused, new messages are left
         # unacknowledged for the broker to send again.
-        self._handling: set[asyncio.Task[Any]] = set()
+        self._in_hand = 0
+        self._waiting_tasks: set[asyncio.Task[Any]] = set()
         self._handlers_done = asyncio.Event()
         self._handlers_done.set()
+        # Acknowledgements to write, with the connection they belong to.
+        self._acks: list[tuple[Any, bytes]] = []
         self._paused = False
         self.messages_left_unacknowledged = 0
         # Cleared while max_inflight handlers are running: the socket is not
@@ -195,17 +213,18 @@ class MqttSubscriber:
         self._paused = True
 
     async def finish_handlers(self, timeout_s: float) -> int:
-        """Wait for running handlers; cancel those still running after
-        `timeout_s`, leaving their messages unacknowledged. Return how many."""
+        """Wait for the messages in hand to settle; after `timeout_s`, cancel
+        those still waiting, leaving them unacknowledged. Return how many."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._handlers_done.wait()
-        left = list(self._handling)
-        for task in left:
+        left = self._in_hand
+        tasks = list(self._waiting_tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-        self.messages_left_unacknowledged += len(left)
-        return len(left)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.messages_left_unacknowledged += left
+        return left
 
     async def stop(self) -> None:
         """Disconnect cleanly; `run` then ends when its task is cancelled."""
@@ -291,41 +310,34 @@ class MqttSubscriber:
         if self._config.username:
             client.set_auth_credentials(self._config.username, self._config.password)
         _stop_library_reconnect(client)
-        client.on_message = self._on_message
-        _acknowledge_when_handled(client)
+        _take_publishes(client, self._take)
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         return client
 
-    async def _on_message(
-        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, props: Any
-    ) -> int | None:
-        """Hand one message on; return the acknowledgement's reason code, or
-        None to leave it unacknowledged."""
+    def _take(
+        self,
+        client: gmqtt.Client,
+        mid: int,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        props: Any,
+    ) -> None:
+        """Hand one message on, and acknowledge it once what the handler
+        returned has settled (QoS 1/2)."""
         if self._paused:
             self.messages_left_unacknowledged += qos > 0
-            return None
-        task = asyncio.current_task()
-        assert task is not None
-        self._handling.add(task)
+            return
+        self._in_hand += 1
         self._handlers_done.clear()
         if (
-            len(self._handling) >= self._config.max_inflight
+            self._in_hand >= self._config.max_inflight
             and self._room_for_messages.is_set()
         ):
             self._room_for_messages.clear()
             self.reading_held_back += 1
-        try:
-            return await self._handle(topic, payload, qos, props)
-        finally:
-            self._handling.discard(task)
-            if not self._handling:
-                self._handlers_done.set()
-            # Resume at three quarters, so reading does not flap per message.
-            if len(self._handling) <= self._config.max_inflight * 3 // 4:
-                self._room_for_messages.set()
-
-    async def _handle(self, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        settled = functools.partial(self._settled, client, client._connection, mid, qos)  # noqa: SLF001
         message = MqttMessage(
             topic=topic,
             payload=payload,
@@ -335,16 +347,70 @@ class MqttSubscriber:
             subscription_ids=tuple(props.get("subscription_identifier", ())),
         )
         try:
-            await self._handler(message)
-        except asyncio.CancelledError:
-            raise
+            outcome = self._handler(message)
         except Exception:
             # The handler keeps every message it cannot process itself, so
-            # reaching here is a bug. gmqtt still sends this PUBACK (an error
-            # code ends the exchange too): the broker will not redeliver.
+            # reaching here is a bug. The PUBACK carries an error code, which
+            # ends the exchange too: the broker will not redeliver.
             logger.exception("Handling a message from %r failed", topic)
-            return PUBACK_UNSPECIFIED_ERROR
-        return PUBACK_SUCCESS
+            settled(PUBACK_UNSPECIFIED_ERROR)
+            return
+        if outcome is None:
+            settled()
+        elif inspect.isawaitable(outcome):
+            task = asyncio.ensure_future(outcome)
+            self._waiting_tasks.add(task)
+            task.add_done_callback(functools.partial(self._task_done, settled))
+        else:
+            outcome.then(settled)
+
+    def _task_done(
+        self, settled: Callable[..., None], task: asyncio.Future[None]
+    ) -> None:
+        self._waiting_tasks.discard(task)
+        if task.cancelled():
+            return  # left in hand: counted by finish_handlers
+        if task.exception() is not None:
+            logger.error("Handling a message failed", exc_info=task.exception())
+            settled(PUBACK_UNSPECIFIED_ERROR)
+            return
+        settled()
+
+    def _settled(
+        self,
+        client: gmqtt.Client,
+        connection: Any,
+        mid: int,
+        qos: int,
+        reason_code: int = PUBACK_SUCCESS,
+    ) -> None:
+        """A message is settled: queue its acknowledgement, free its place."""
+        self._in_hand -= 1
+        if not self._in_hand:
+            self._handlers_done.set()
+        # Resume at three quarters, so reading does not flap per message.
+        if self._in_hand <= self._config.max_inflight * 3 // 4:
+            self._room_for_messages.set()
+        if not qos:
+            return
+        if client._connection is not connection or not client.is_connected:  # noqa: SLF001
+            return  # the broker sends it again on the next connection
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._write_acks)
+        self._acks.append(
+            (connection, _ack_packet(mid, qos, reason_code, self._config.protocol))
+        )
+
+    def _write_acks(self) -> None:
+        """Write the queued acknowledgements, one write per connection."""
+        acks, self._acks = self._acks, []
+        by_connection: dict[int, tuple[Any, list[bytes]]] = {}
+        for connection, packet in acks:
+            by_connection.setdefault(id(connection), (connection, []))[1].append(packet)
+        for connection, packets in by_connection.values():
+            protocol = connection._protocol  # noqa: SLF001
+            if protocol is not None:
+                protocol.write_data(b"".join(packets))
 
     def _on_disconnect(
         self, client: gmqtt.Client, packet: Any, exc: Any = None
@@ -423,40 +489,43 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
-def _acknowledge_when_handled(client: gmqtt.Client) -> None:
-    """Make gmqtt acknowledge a QoS 1/2 message only if its handler returned a
-    reason code: never for a handler that raised, was cancelled or returned
-    None, and never on a connection other than the one it came by.
+def _take_publishes(client: gmqtt.Client, take: Callable[..., None]) -> None:
+    """Route every incoming PUBLISH of `client` to `take`, which acknowledges
+    a QoS 1/2 message itself once it is settled.
 
-    gmqtt, told not to acknowledge optimistically, acknowledges when the
-    handler's task ends, whatever the outcome (a cancelled or failed task
-    makes its callback raise instead). Its package handler has no setting for
-    this, so its two methods for incoming QoS 1 and 2 messages are replaced on
-    this client's instance; tests/sources/test_mqtt.py fails if gmqtt changes
-    how they are called.
+    gmqtt starts a task per message and, told not to acknowledge
+    optimistically, acknowledges when the task ends, whatever the outcome.
+    Its package handler has no setting for either, so its two methods for
+    incoming QoS 1 and 2 messages are replaced on this client's instance, and
+    QoS 0 messages reach `take` through a plain (not async) on_message;
+    tests/sources/test_mqtt.py fails if gmqtt changes how they are called.
     """
     handler = client._package_handler  # noqa: SLF001
 
-    def receive(
+    def qos_1_or_2(
         mid: int, packet: bytes, topic: str, properties: dict[str, Any], qos: int
     ) -> None:
-        task = asyncio.ensure_future(handler.on_message(topic, packet, qos, properties))
+        take(client, mid, topic, packet, qos, properties)
 
-        def acknowledge(done: asyncio.Future[int | None]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            reason_code = done.result()
-            if reason_code is None or not client.is_connected:
-                return
-            if qos == 1:
-                handler._send_puback(mid, reason_code=reason_code)  # noqa: SLF001
-            else:
-                handler._send_pubrec(mid, reason_code=reason_code)  # noqa: SLF001
+    def qos_0(
+        client_: gmqtt.Client, topic: str, payload: bytes, qos: int, props: Any
+    ) -> None:
+        take(client, 0, topic, payload, qos, props)
 
-        task.add_done_callback(acknowledge)
+    handler._handle_qos_1_publish_packet = functools.partial(qos_1_or_2, qos=1)  # noqa: SLF001
+    handler._handle_qos_2_publish_packet = functools.partial(qos_1_or_2, qos=2)  # noqa: SLF001
+    client.on_message = qos_0
 
-    handler._handle_qos_1_publish_packet = functools.partial(receive, qos=1)  # noqa: SLF001
-    handler._handle_qos_2_publish_packet = functools.partial(receive, qos=2)  # noqa: SLF001
+
+def _ack_packet(mid: int, qos: int, reason_code: int, protocol: str) -> bytes:
+    """Return the PUBACK (QoS 1) or PUBREC (QoS 2) of a message.
+
+    MQTT 5 leaves out a success reason code (3.4.2.1), MQTT 3.1.1 has none.
+    """
+    kind = 0x40 if qos == 1 else 0x50
+    if reason_code == PUBACK_SUCCESS or protocol != "5":
+        return bytes((kind, 2)) + mid.to_bytes(2, "big")
+    return bytes((kind, 3)) + mid.to_bytes(2, "big") + bytes((reason_code,))
 
 
 def _stop_library_reconnect(client: gmqtt.Client) -> None:
