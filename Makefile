@@ -34,12 +34,7 @@ test: setup services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup services
-	$(BIN)/python bench/mqtt_clients.py
-	$(BIN)/python bench/encode.py
-	$(BIN)/python bench/quality.py
-	$(BIN)/python bench/decode.py
-	$(BIN)/python bench/cctv.py
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import string
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -139,6 +140,30 @@ def run(
             f"[bold red]Registry error:[/] {escape(str(exc))}", soft_wrap=True
         )
         raise typer.Exit(code=1) from None
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def bench(
+    context: typer.Context,
+    part: Annotated[
+        str,
+        typer.Argument(
+            help="all (the sizes of `make bench`), or one of bench/*.py: "
+            "ingest, peer, decode, encode, quality, mqtt_clients, cctv"
+        ),
+    ] = "all",
+) -> None:
+    """Run a benchmark of bench/ (a source checkout): extra options go to it."""
+    script = Path("bench") / f"{part}.py"
+    if not script.is_file():
+        _fail(
+            f"{script} not found: run `decor bench` from the repository root "
+            "(the benchmarks are not installed with the package)"
+        )
+    done = subprocess.run([sys.executable, str(script), *context.args], check=False)
+    raise typer.Exit(code=done.returncode)
 
 
 @app.command()
