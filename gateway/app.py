@@ -26,6 +26,7 @@ from gateway.decoding.options import DecoderOptions
 from gateway.decoding.registry import make_decoder
 from gateway.errors import ConfigError, PayloadError
 from gateway.logutil import RateLimitedLogger
+from gateway.operations import GatewayOperations
 from gateway.points import Point, encode_line
 from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
@@ -74,6 +75,8 @@ class Gateway:
             self.dead_letters,
             spool=Spool(spool.path, spool.max_bytes) if spool.enabled else None,
         )
+        # None unless [alerts], [liveness] or [commands] is enabled.
+        self.operations = GatewayOperations.from_config(config, self.writer, source)
         # The broker sends no more than max_inflight unacknowledged messages:
         # write once half of them wait, so the other half keeps arriving.
         self.writer.flush_when_waiting = max(1, config.mqtt.max_inflight // 2)
@@ -94,6 +97,8 @@ class Gateway:
         """Run until `stop` is set, then flush what is buffered and close."""
         if self.registry is not None:
             await self.registry.start()
+        if self.operations is not None:
+            await self.operations.start()
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
@@ -104,6 +109,10 @@ class Gateway:
             tasks, ("influx.write", mqtt_name, "deadletters.write"), strict=True
         ):
             task.set_name(name)
+        operations = [
+            asyncio.create_task(_supervise(name, body), name=name)
+            for name, body in (self.operations.tasks() if self.operations else [])
+        ]
         try:
             await stop.wait()
         finally:
@@ -113,6 +122,11 @@ class Gateway:
             )
             # Messages arriving from now on stay with the broker.
             self.subscriber.pause()
+            for task in operations:
+                task.cancel()
+            await asyncio.gather(*operations, return_exceptions=True)
+            if self.operations is not None:
+                await self.operations.stop()
             await self.writer.drain()
             await self.subscriber.finish_handlers(HANDLERS_FINISH_TIMEOUT_S)
             tasks[1].cancel()
@@ -222,7 +236,10 @@ class Gateway:
             return []
 
         lines: list[str] = []
-        for point in self._checked_points(message, route, decoded):
+        points = self._checked_points(message, route, decoded)
+        if self.operations is not None:
+            self.operations.observe(points)
+        for point in points:
             try:
                 lines.append(encode_line(point))
             except ValueError as exc:

@@ -123,10 +123,9 @@ class Notifier:
         self.failed_attempts = 0
         self._wake = asyncio.Event()
 
-    def notify(self, body: dict[str, Any]) -> None:
-        """Put one body in the outbox for every destination, and wake delivery."""
-        for name in self.destinations:
-            self.outbox.put(name, body)
+    def enqueue(self, destination: str, body: dict[str, Any]) -> None:
+        """Put one body for one destination in the outbox, and wake delivery."""
+        self.outbox.put(destination, body)
         self._wake.set()
 
     async def run(self) -> None:
