@@ -46,6 +46,7 @@ from gateway.decoding import Route
 from gateway.errors import ConfigError, SinkError
 from gateway.registry import RegistryError
 from gateway.registry.running import Admit, replay_admission
+from gateway.operations_cli import register_operations_commands
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
@@ -79,6 +80,7 @@ deadletter_app = typer.Typer(
 app.add_typer(deadletter_app, name="deadletter")
 # decor devices|cameras|sites|agencies|tokens|audit|api: the registry.
 register_commands(app)
+register_operations_commands(app)
 
 ConfigOption = Annotated[
     Path,
