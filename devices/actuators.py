@@ -100,7 +100,9 @@ class CommandableDevice:
         client.on_message = self._on_message
         version = MQTTv50 if self.protocol == "5" else MQTTv311
         await asyncio.wait_for(
-            client.connect(self.host, self.port, keepalive=KEEPALIVE_S, version=version),
+            client.connect(
+                self.host, self.port, keepalive=KEEPALIVE_S, version=version
+            ),
             CONNECT_TIMEOUT_S,
         )
         self._client = client
@@ -110,7 +112,9 @@ class CommandableDevice:
                 self.report()
                 self._interval_changed.clear()
                 try:
-                    await asyncio.wait_for(self._interval_changed.wait(), self.interval_s)
+                    await asyncio.wait_for(
+                        self._interval_changed.wait(), self.interval_s
+                    )
                 except TimeoutError:
                     pass
         finally:
@@ -177,7 +181,10 @@ class CommandableDevice:
         if action == "set_interval":
             interval = args.get("interval_s")
             if not isinstance(interval, int | float) or interval <= 0:
-                return "error", f"interval_s must be a positive number, got {interval!r}"
+                return (
+                    "error",
+                    f"interval_s must be a positive number, got {interval!r}",
+                )
             self.interval_s = float(interval)
             return "ok", f"reporting every {self.interval_s:g} s"
         if self.device_type == "sluice_gate" and action in ("open", "close"):

@@ -99,7 +99,11 @@ class LivenessTracker:
         self._last_snapshot_s = 0.0
 
     def expect(
-        self, device_id: str, expected_s: float, device_type: str = "", kind: str = "device"
+        self,
+        device_id: str,
+        expected_s: float,
+        device_type: str = "",
+        kind: str = "device",
     ) -> None:
         """Track a registered device or camera, or update its expected interval."""
         silence = self._silence(device_type)
@@ -115,9 +119,7 @@ class LivenessTracker:
         """Stop tracking a device (decommissioned)."""
         self.tracked.pop(device_id, None)
 
-    def seen(
-        self, device_id: str, device_type: str = "", kind: str = "device"
-    ) -> None:
+    def seen(self, device_id: str, device_type: str = "", kind: str = "device") -> None:
         """Record a message of a device now (cheap; publishing happens in `run`)."""
         now_s = time.time()
         known = self.tracked.get(device_id)
@@ -147,7 +149,9 @@ class LivenessTracker:
         while True:
             await self.check()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.check_interval_s)
+                await asyncio.wait_for(
+                    self._wake.wait(), self.settings.check_interval_s
+                )
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -194,7 +198,7 @@ class LivenessTracker:
 
     def counts(self) -> dict[str, int]:
         """Return how many tracked devices are in each state."""
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         for tracked in self.tracked.values():
             counts[tracked.state] += 1
         return counts

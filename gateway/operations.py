@@ -62,7 +62,11 @@ class GatewayOperations:
         )
         self.link = MqttSubscriber(
             mqtt.model_copy(
-                update={"client_id": client_id, "clean_start": True, "session_expiry_s": 0}
+                update={
+                    "client_id": client_id,
+                    "clean_start": True,
+                    "session_expiry_s": 0,
+                }
             ),
             filters,
             self._on_message,

@@ -84,8 +84,10 @@ def register_operations_commands(app: typer.Typer) -> None:
 @alerts_app.command("list")
 def alerts_list(
     state: Annotated[
-        str, typer.Option(help="open (firing or acknowledged), firing, "
-                          "acknowledged, resolved or all.")
+        str,
+        typer.Option(
+            help="open (firing or acknowledged), firing, acknowledged, resolved or all."
+        ),
     ] = "open",
     device: Annotated[str | None, typer.Option(help="Only this device.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows.")] = 50,
@@ -101,7 +103,7 @@ def alerts_list(
         )
     chosen: StateFilter = state  # type: ignore[assignment]  # checked just above
     with open_registry(config) as (registry, _):
-        page = AlertStore(registry).list(chosen, device, limit, offset)
+        page = AlertStore(registry).list_alerts(chosen, device, limit, offset)
     print_page("alerts", page, ALERT_COLUMNS)
 
 
@@ -139,15 +141,21 @@ def alerts_ack(
 @devices_app.command("command")
 def devices_command(
     device_id: Annotated[str, typer.Argument(help="Device id.")],
-    action: Annotated[str, typer.Argument(help="An action the device's profile lists.")],
+    action: Annotated[
+        str, typer.Argument(help="An action the device's profile lists.")
+    ],
     arg: Annotated[
         list[str] | None,
         typer.Option("--arg", help="An argument as name=value; repeat for more."),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(min=0.1, max=3600, help="Seconds to wait for the device's "
-                     "answer (default: commands.timeout_s of the configuration)."),
+        typer.Option(
+            min=0.1,
+            max=3600,
+            help="Seconds to wait for the device's "
+            "answer (default: commands.timeout_s of the configuration).",
+        ),
     ] = None,
     wait: Annotated[
         bool, typer.Option(help="Follow the command until it ends.")
@@ -180,8 +188,10 @@ def devices_command(
         if not wait:
             return
         spec = store.spec(device_id, action)
-        limit_s = timeout_s + PICK_UP_S + (
-            settings.commands.confirm_timeout_s if spec.confirm else 0.0
+        limit_s = (
+            timeout_s
+            + PICK_UP_S
+            + (settings.commands.confirm_timeout_s if spec.confirm else 0.0)
         )
         final = _follow(store, command, limit_s, confirm=spec.confirm is not None)
     _exit_for(final, confirm=spec.confirm is not None)
@@ -222,11 +232,13 @@ def devices_commands(
             output.print(record_table(command.model_dump(), f"Command {command_id}"))
             print_history(history)
             return
-        page = store.list(device, state, limit, 0)
+        page = store.list_commands(device, state, limit, 0)
     print_page("commands", page, COMMAND_COLUMNS)
 
 
-def _command_store(registry: object, profiles_dir: Path | None, source: str) -> CommandStore:
+def _command_store(
+    registry: object, profiles_dir: Path | None, source: str
+) -> CommandStore:
     try:
         specs = specs_by_device_type(load_profile_tables(profiles_dir, source))
     except (ConfigError, ValueError) as exc:
@@ -265,7 +277,9 @@ def _follow(
 def _exit_for(command: CommandOut, *, confirm: bool) -> None:
     if command.state == "failed":
         raise typer.Exit(EXIT_FAILED)
-    if command.state == "confirmed" or (command.state == "acknowledged" and not confirm):
+    if command.state == "confirmed" or (
+        command.state == "acknowledged" and not confirm
+    ):
         return
     console.print(
         f"Command {command.command_id} is still {command.state}; follow it with "

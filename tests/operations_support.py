@@ -50,7 +50,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the library's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = orjson.loads(self.rfile.read(length))
                 receiver.attempts_while_up += 1
@@ -92,7 +92,9 @@ async def watching(broker: Broker, *topic_filters: str) -> AsyncIterator[Watcher
     watcher = Watcher()
     client = gmqtt.Client(f"test-watch-{uuid.uuid4().hex[:8]}")
 
-    def on_message(client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+    def on_message(
+        client: Any, topic: str, payload: bytes, qos: int, props: Any
+    ) -> int:
         retained = bool(props.get("retain", 0))
         watcher.messages.append((topic, orjson.loads(payload), retained))
         return 0

@@ -17,7 +17,12 @@ from devices.profiles import load_profiles
 from gateway.alerts.store import AlertStore
 from gateway.registry import Registry
 from tests.conftest import WAIT_S, wait_until
-from tests.operations_support import WebhookReceiver, register, watching, with_operations
+from tests.operations_support import (
+    WebhookReceiver,
+    register,
+    watching,
+    with_operations,
+)
 from tests.test_faults import free_port
 
 SECRET = "shared-with-the-receiver"
@@ -84,7 +89,7 @@ async def test_gauge_across_levels_fires_escalates_and_resolves_one_alert(
             assert await wait_until(
                 lambda n=index: gateway.stats.messages_received >= n
             )
-            state = gateway.operations.alerts.engine._states[  # noqa: SLF001
+            state = gateway.operations.alerts.engine._states[
                 ("rg-alert", "level:water_level_cm")
             ]
             assert state.committed == ["normal", "waspada", "siaga", "awas"].index(
@@ -92,15 +97,23 @@ async def test_gauge_across_levels_fires_escalates_and_resolves_one_alert(
             ), (level_cm, expected)
             if index == 2:
                 # The duty officer acknowledges the first warning (any role may).
-                assert await wait_until(lambda: store.list().total >= 1)
-                first = store.list().items[-1]
+                assert await wait_until(lambda: store.list_alerts().total >= 1)
+                first = store.list_alerts().items[-1]
                 store.acknowledge(first.alert_id, "officer-ani")
                 outbox = tmp_path / "outbox"
                 assert await wait_until(lambda: len(list(outbox.glob("*.json"))) >= 2)
         # Every event published; then the receiver comes up and gets them all.
         assert await wait_until(
-            lambda: len([m for m in watcher.on(alert_topic)
-                         if m["alert"]["rule"] == "level:water_level_cm"]) >= 7
+            lambda: (
+                len(
+                    [
+                        m
+                        for m in watcher.on(alert_topic)
+                        if m["alert"]["rule"] == "level:water_level_cm"
+                    ]
+                )
+                >= 7
+            )
         )
         assert receiver.received == []
         receiver.start()
@@ -113,7 +126,7 @@ async def test_gauge_across_levels_fires_escalates_and_resolves_one_alert(
         await asyncio.gather(device, return_exceptions=True)
         rows = await influx_v1.wait_for_rows("alert_events", 8)
 
-    alerts = store.list(state="all").items
+    alerts = store.list_alerts(state="all").items
     level_alerts = [a for a in alerts if a.rule == "level:water_level_cm"]
     assert len(level_alerts) == 1
     level_alert = level_alerts[0]
@@ -181,10 +194,8 @@ async def test_retained_alert_state_reaches_a_late_subscriber(
 
     async with running_gateway(config):
         publisher.publish(topic, orjson.dumps({"water_level_cm": 280.0}))
-        assert await wait_until(lambda: AlertStore(registry).list().total == 1)
-        assert await wait_until(
-            lambda: not AlertStore(registry).unpublished()
-        )
+        assert await wait_until(lambda: AlertStore(registry).list_alerts().total == 1)
+        assert await wait_until(lambda: not AlertStore(registry).unpublished())
     async with watching(broker, alert_topic) as watcher:
         assert await wait_until(lambda: bool(watcher.messages))
 

@@ -15,7 +15,6 @@ from devices.actuators import CommandableDevice
 from devices.profiles import load_profiles
 from gateway.registry import Registry
 from gateway.registry.tokens import issue_token
-from tests.conftest import wait_until
 from tests.operations_support import ACTOR, register, watching, with_operations
 from tests.test_faults import free_port
 
@@ -101,7 +100,9 @@ async def test_commands_reach_devices_and_complete_or_time_out(
         "rg-mute", "river_gauge", interval_s=5.0, answer_commands=False, **common
     )
     base = f"http://127.0.0.1:{port}"
-    budi, sari, wall = (Api(base, secrets[n]) for n in ("tech-budi", "tech-sari", "ops-wall"))
+    budi, sari, wall = (
+        Api(base, secrets[n]) for n in ("tech-budi", "tech-sari", "ops-wall")
+    )
 
     async with (
         watching(broker, f"{topic_prefix}/+/+/+/command") as commands_seen,
@@ -111,9 +112,9 @@ async def test_commands_reach_devices_and_complete_or_time_out(
         try:
             refused = await wall.command("gate-01", "open")
 
-            interval = (await budi.command(
-                "rg-talk", "set_interval", args={"interval_s": "60"}
-            )).json()
+            interval = (
+                await budi.command("rg-talk", "set_interval", args={"interval_s": "60"})
+            ).json()
             acknowledged = await budi.wait_for(interval["command_id"], "acknowledged")
 
             opened = (await budi.command("gate-01", "open")).json()
@@ -125,14 +126,18 @@ async def test_commands_reach_devices_and_complete_or_time_out(
             approval = await sari.http.post(f"/commands/{opened['command_id']}/approve")
             confirmed = await budi.wait_for(opened["command_id"], "confirmed")
 
-            silent = (await budi.command(
-                "rg-mute", "set_interval", args={"interval_s": 30}, timeout_s=1.0
-            )).json()
+            silent = (
+                await budi.command(
+                    "rg-mute", "set_interval", args={"interval_s": 30}, timeout_s=1.0
+                )
+            ).json()
             failed = await budi.wait_for(silent["command_id"], "failed")
             bad_arg = await budi.command("rg-talk", "set_interval", args={"every": 3})
-            history = (await budi.http.get(
-                "/audit", params={"entity": "command", "limit": 100}
-            )).json()["items"]
+            history = (
+                await budi.http.get(
+                    "/audit", params={"entity": "command", "limit": 100}
+                )
+            ).json()["items"]
         finally:
             for task in devices:
                 task.cancel()

@@ -27,6 +27,16 @@ def _states(watcher, topic: str) -> list[str]:
     return states
 
 
+def _changes(rows: list[dict]) -> list[str]:
+    changes: list[str] = []
+    for row in rows:
+        if row["device_id"] == "rg-live" and (
+            not changes or changes[-1] != row["state"]
+        ):
+            changes.append(row["state"])
+    return changes
+
+
 async def test_silent_device_goes_late_then_offline_then_online_again(
     broker, gateway_config, running_gateway, topic_prefix, influx_v1, tmp_path: Path
 ):
@@ -67,32 +77,39 @@ async def test_silent_device_goes_late_then_offline_then_online_again(
         liveness = gateway.operations.liveness
         assert liveness.tracked["rg-live"].state == "offline"
         store = AlertStore(registry)
-        assert await wait_until(lambda: store.list(device_id="rg-live").total == 1)
+        assert await wait_until(
+            lambda: store.list_alerts(device_id="rg-live").total == 1
+        )
 
         device = asyncio.create_task(gauge().run())
         assert await wait_until(lambda: _states(watcher, topic)[-1:] == ["online"])
         device.cancel()
         await asyncio.gather(device, return_exceptions=True)
         assert await wait_until(
-            lambda: store.list(state="resolved", device_id="rg-live").total == 1
+            lambda: store.list_alerts(state="resolved", device_id="rg-live").total == 1
         )
         counts = liveness.counts()
-        rows = await influx_v1.wait_for_rows("device_liveness", 4)
+        assert await wait_until(
+            lambda: (
+                _changes(influx_v1.rows("device_liveness"))[:4]
+                == ["online", "late", "offline", "online"]
+            )
+        )
+        rows = influx_v1.rows("device_liveness")
 
     assert _states(watcher, topic)[:4] == ["online", "late", "offline", "online"]
     assert all(retained is False for _, _, retained in watcher.messages)
-    silent = store.list(state="all", device_id="rg-live").items[0]
+    silent = store.list_alerts(state="all", device_id="rg-live").items[0]
     assert (silent.rule, silent.kind, silent.level) == ("silent", "silent", "offline")
     # Registered, never heard from: silent since the gateway started.
     assert "offline" in _states(watcher, f"{topic_prefix}/liveness/rg-never")
     assert counts["offline"] >= 1
     live_rows = [r for r in rows if r["device_id"] == "rg-live"]
-    changes = []
-    for row in live_rows:
-        if not changes or changes[-1] != row["state"]:
-            changes.append(row["state"])
-    assert changes[:4] == ["online", "late", "offline", "online"]
-    assert {r["state_code"] for r in live_rows} >= {0, 1, 2}
+    assert {(r["state"], r["state_code"]) for r in live_rows} == {
+        ("online", 0),
+        ("late", 1),
+        ("offline", 2),
+    }
     registry.close()
 
 
@@ -102,7 +119,11 @@ async def test_liveness_state_is_retained_for_a_late_subscriber(
     """Test that a dashboard subscribing later still gets each device's state."""
     database_url = f"sqlite:///{tmp_path / 'registry.db'}"
     config = with_operations(
-        gateway_config(), database_url, topic_prefix, tmp_path, liveness={"enabled": True}
+        gateway_config(),
+        database_url,
+        topic_prefix,
+        tmp_path,
+        liveness={"enabled": True},
     )
     async with running_gateway(config) as gateway:
         publisher.publish(
@@ -111,8 +132,9 @@ async def test_liveness_state_is_retained_for_a_late_subscriber(
         )
         liveness = gateway.operations.liveness
         assert await wait_until(
-            lambda: "rg-seen" in liveness.tracked
-            and liveness.tracked["rg-seen"].published
+            lambda: (
+                "rg-seen" in liveness.tracked and liveness.tracked["rg-seen"].published
+            )
         )
     async with watching(broker, f"{topic_prefix}/liveness/#") as watcher:
         assert await wait_until(lambda: bool(watcher.messages))

@@ -195,12 +195,11 @@ class Notifier:
             digest = hmac.new(destination.secret.encode(), content, hashlib.sha256)
             headers[SIGNATURE_HEADER] = "sha256=" + digest.hexdigest()
         try:
-            response = await client.post(destination.url, content=content, headers=headers)
+            response = await client.post(
+                destination.url, content=content, headers=headers
+            )
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if response.is_success:
             return None
-        return (
-            f"HTTP {response.status_code}: "
-            f"{response.text[:MAX_LOGGED_BODY_CHARS]!r}"
-        )
+        return f"HTTP {response.status_code}: {response.text[:MAX_LOGGED_BODY_CHARS]!r}"

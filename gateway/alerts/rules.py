@@ -204,7 +204,9 @@ def parse_rules(data: Mapping[str, Any]) -> DeviceTypeRules:
     fields = _table(data.get("fields", {}), "fields")
     level_settings = _table(alerts.get("levels", {}), "alerts.levels")
     levels = []
-    for name, raw_levels in _table(data.get("alert_levels", {}), "alert_levels").items():
+    for name, raw_levels in _table(
+        data.get("alert_levels", {}), "alert_levels"
+    ).items():
         settings = _table(level_settings.get(name, {}), f"alerts.levels.{name}")
         starts = {level: _number(v, name) for level, v in raw_levels.items()}
         levels.append(

@@ -140,7 +140,7 @@ class AlertService:
         pending = await asyncio.to_thread(self.store.unpublished, EVENTS_PER_ROUND)
         for event, alert in pending:
             open_alerts = await asyncio.to_thread(
-                self.store.list, "open", alert.device_id, 1000, 0
+                self.store.list_alerts, "open", alert.device_id, 1000, 0
             )
             payload = orjson.dumps(
                 {
@@ -209,12 +209,21 @@ def _annotation(event: AlertEventOut, alert: AlertOut) -> dict[str, Any]:
     # An organisation-wide annotation: any dashboard can show it by tag.
     return {
         "time": _ms(event.at),
-        "tags": ["decor", "alert", alert.device_id, alert.rule, alert.level, event.event],
+        "tags": [
+            "decor",
+            "alert",
+            alert.device_id,
+            alert.rule,
+            alert.level,
+            event.event,
+        ],
         "text": alert_message(event, alert),
     }
 
 
-def _event_point(settings: AlertsConfig, event: AlertEventOut, alert: AlertOut) -> Point:
+def _event_point(
+    settings: AlertsConfig, event: AlertEventOut, alert: AlertOut
+) -> Point:
     fields: dict[str, float | int | bool | str] = {
         "alert_id": alert.alert_id,
         "event_id": event.event_id,

@@ -187,7 +187,7 @@ class AlertStore:
             logger.info("Alert %d acknowledged by %s", alert_id, actor)
             return AlertOut.model_validate(alert)
 
-    def list(
+    def list_alerts(
         self,
         state: StateFilter = "open",
         device_id: str | None = None,
@@ -259,4 +259,3 @@ def _events(session: Session, alert_ids: list[int]) -> list[AlertEventOut]:
         .order_by(AlertEvent.event_id)
     )
     return [AlertEventOut.model_validate(row) for row in rows]
-

@@ -85,7 +85,7 @@ def alerts(
     offset: Offset = 0,
 ) -> Page[AlertOut]:
     """List alerts, newest first; `open` (default) is firing or acknowledged."""
-    return store.list(state, device, limit, offset)
+    return store.list_alerts(state, device, limit, offset)
 
 
 @_alerts.get("/{alert_id}")
@@ -131,7 +131,7 @@ def commands(
     offset: Offset = 0,
 ) -> Page[CommandOut]:
     """List commands, newest first."""
-    return store.list(device, state, limit, offset)
+    return store.list_commands(device, state, limit, offset)
 
 
 @_commands.get("/commands/{command_id}")

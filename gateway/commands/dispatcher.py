@@ -126,7 +126,12 @@ class CommandDispatcher:
         status = str(body.get("status", "")).lower()
         detail = str(body.get("detail", ""))
         if status not in OK_STATUSES:
-            self._settle(correlation, "failed", f"device answered {status or 'no status'}: {detail}", body)
+            self._settle(
+                correlation,
+                "failed",
+                f"device answered {status or 'no status'}: {detail}",
+                body,
+            )
             return
         flight.acknowledged = True
         if flight.confirm is None or flight.seen_effect:
@@ -179,7 +184,9 @@ class CommandDispatcher:
                     f"{confirm.equals:g} within {self.settings.confirm_timeout_s:g} s"
                 )
             else:
-                detail = f"no reply from the device within {flight.command.timeout_s:g} s"
+                detail = (
+                    f"no reply from the device within {flight.command.timeout_s:g} s"
+                )
             self._settle(command_id, "failed", detail, None)
         await self._write_settled()
 
@@ -242,5 +249,7 @@ class CommandDispatcher:
     async def _write_settled(self) -> None:
         while self._settled:
             command_id, state, detail, reply = self._settled[0]
-            await asyncio.to_thread(self.store.advance, command_id, state, detail, reply)
+            await asyncio.to_thread(
+                self.store.advance, command_id, state, detail, reply
+            )
             self._settled.pop(0)

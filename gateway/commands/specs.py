@@ -23,7 +23,13 @@ from typing import Any
 
 from gateway.registry.errors import InvalidInput
 
-__all__ = ["ARG_TYPES", "CommandSpec", "Confirmation", "parse_args", "specs_by_device_type"]
+__all__ = [
+    "ARG_TYPES",
+    "CommandSpec",
+    "Confirmation",
+    "parse_args",
+    "specs_by_device_type",
+]
 
 ARG_TYPES = ("float", "integer", "string", "boolean")
 _TRUE = ("true", "1", "yes", "on")
@@ -87,7 +93,8 @@ def parse_args(spec: CommandSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     missing = [name for name in declared if name not in given]
     if missing:
         raise InvalidInput(
-            f"args.{missing[0]}", f"{spec.action} needs {missing[0]} ({declared[missing[0]]})"
+            f"args.{missing[0]}",
+            f"{spec.action} needs {missing[0]} ({declared[missing[0]]})",
         )
     return {name: _typed(name, declared[name], given[name]) for name in declared}
 
@@ -124,7 +131,11 @@ def _typed(name: str, kind: str, value: Any) -> Any:
         return value
     if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+    if (
+        kind == "float"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         if math.isfinite(value):
             return float(value)
     raise InvalidInput(field, f"must be a finite {kind}, got {value!r}")

@@ -151,7 +151,9 @@ class CommandStore:
         with self.sessions.begin() as session:
             command = _get(session, command_id)
             if command.state != "awaiting_approval":
-                raise Conflict("command", command_id, f"is {command.state}, not awaiting approval")
+                raise Conflict(
+                    "command", command_id, f"is {command.state}, not awaiting approval"
+                )
             if command.requested_by == actor:
                 raise Forbidden(
                     f"command {command_id} was requested by {actor}; a critical "
@@ -166,7 +168,7 @@ class CommandStore:
         with self.sessions() as session:
             return CommandOut.model_validate(_get(session, command_id))
 
-    def list(
+    def list_commands(
         self,
         device_id: str | None = None,
         state: str | None = None,
@@ -187,7 +189,9 @@ class CommandStore:
                 query.order_by(Command.created_at.desc()).limit(limit).offset(offset)
             )
             items = [CommandOut.model_validate(row) for row in rows]
-        return Page[CommandOut](items=items, total=total or 0, limit=limit, offset=offset)
+        return Page[CommandOut](
+            items=items, total=total or 0, limit=limit, offset=offset
+        )
 
     def claim_queued(self, limit: int = 50) -> list[Outgoing]:
         """Mark queued commands sent and return them with their device's topic facts.
@@ -254,7 +258,13 @@ class CommandStore:
                 command.acknowledged_at = now
             if state in ("confirmed", "failed"):
                 command.finished_at = now
-            _audit(session, GATEWAY_ACTOR, state, command, {"state": [before, state], "detail": detail})
+            _audit(
+                session,
+                GATEWAY_ACTOR,
+                state,
+                command,
+                {"state": [before, state], "detail": detail},
+            )
             log = logger.warning if state == "failed" else logger.info
             log(
                 "Command %s (%s to %s) %s%s",

@@ -54,9 +54,7 @@ class Alert(Base):
     """One alert of one device and rule, from firing until resolved."""
 
     __tablename__ = "alerts"
-    __table_args__ = (
-        CheckConstraint(f"state IN ({_in(ALERT_STATES)})", name="state"),
-    )
+    __table_args__ = (CheckConstraint(f"state IN ({_in(ALERT_STATES)})", name="state"),)
 
     alert_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Not a foreign key: cameras and devices not (yet) registered raise alerts too.
@@ -111,9 +109,7 @@ class Command(Base):
     )
 
     command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    device_id: Mapped[str] = mapped_column(
-        ForeignKey("devices.device_id"), index=True
-    )
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"), index=True)
     action: Mapped[str] = mapped_column(String(ID_LENGTH))
     args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(20), index=True)
