@@ -37,8 +37,10 @@ class Received:
 class WebhookReceiver:
     """A real HTTP server on loopback that records JSON POSTs; it can go down."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, refuse_first: int = 0) -> None:
         self.port = port
+        # Answer 503 to this many requests first, as a receiver restarting does.
+        self.refuse_first = refuse_first
         self.url = f"http://127.0.0.1:{port}/hook"
         self.received: list[Received] = []
         self.attempts_while_up = 0
@@ -46,7 +48,7 @@ class WebhookReceiver:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Listen on the port and answer 204 to every POST."""
+        """Listen on the port and answer 204 to every POST (after the refusals)."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +56,10 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = orjson.loads(self.rfile.read(length))
                 receiver.attempts_while_up += 1
+                if receiver.attempts_while_up <= receiver.refuse_first:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 receiver.received.append(
                     Received(self.path, dict(self.headers.items()), body)
                 )

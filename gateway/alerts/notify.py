@@ -122,6 +122,7 @@ class Notifier:
         self.delivered = 0
         self.failed_attempts = 0
         self._wake = asyncio.Event()
+        self._unknown_warned: set[str] = set()
 
     def enqueue(self, destination: str, body: dict[str, Any]) -> None:
         """Put one body for one destination in the outbox, and wake delivery."""
@@ -140,7 +141,10 @@ class Notifier:
                 for notification in self.outbox.pending():
                     name = notification.destination
                     destination = self.destinations.get(name)
-                    if destination is None or retry_at.get(name, 0.0) > now:
+                    if destination is None:
+                        self._warn_unknown(name)
+                        continue
+                    if retry_at.get(name, 0.0) > now:
                         continue
                     problem = await self._deliver(client, destination, notification)
                     if problem is None:
@@ -153,6 +157,7 @@ class Notifier:
                                 time.monotonic() - down_since.pop(name),
                             )
                         delays.pop(name, None)
+                        retry_at.pop(name, None)
                         continue
                     self.failed_attempts += 1
                     delay_s = delays.get(name, self.retry_min_s)
@@ -168,14 +173,29 @@ class Notifier:
                         )
                     else:
                         logger.debug("Still cannot deliver to %s: %s", name, problem)
-                    retry_at[name] = now + random.uniform(delay_s / 2, delay_s)
+                    retry_at[name] = time.monotonic() + random.uniform(
+                        delay_s / 2, delay_s
+                    )
                     delays[name] = min(delay_s * 2, self.retry_max_s)
                 await self._sleep_until_due(retry_at)
 
+    def _warn_unknown(self, name: str) -> None:
+        if name in self._unknown_warned:
+            return
+        self._unknown_warned.add(name)
+        logger.warning(
+            "Notifications for %s wait in %s, but no such destination is configured "
+            "now (webhooks are named webhook-<n> by their place in "
+            "alerts.webhook_urls); they are kept, not sent",
+            name,
+            self.outbox.directory,
+        )
+
     async def _sleep_until_due(self, retry_at: dict[str, float]) -> None:
-        now = time.monotonic()
-        waits = [at - now for at in retry_at.values() if at > now]
-        timeout = min(waits) if waits else None
+        # Only destinations that failed have an entry; a due one is tried at once.
+        timeout = (
+            max(0.0, min(retry_at.values()) - time.monotonic()) if retry_at else None
+        )
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
