@@ -77,8 +77,55 @@ alerts_app = typer.Typer(
 
 
 def register_operations_commands(app: typer.Typer) -> None:
-    """Add `decor alerts` (the device commands join `decor devices` on import)."""
+    """Add `decor alerts` and `decor simulate-gate` (the device commands join
+    `decor devices` on import)."""
     app.add_typer(alerts_app, name="alerts")
+    app.command("simulate-gate")(simulate_gate)
+
+
+def simulate_gate(
+    device_id: Annotated[str, typer.Argument(help="The gate's device id.")] = "gate-01",
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 18830,
+    agency: Annotated[
+        str, typer.Option(help="Agency level of its topics.")
+    ] = "dinas-pupr",
+    topic_prefix: Annotated[str, typer.Option(help="First topic level.")] = "city",
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between two reports.")
+    ] = 5.0,
+    protocol: Annotated[str, typer.Option(help='MQTT "5" or "3.1.1".')] = "5",
+) -> None:
+    """Run a simulated sluice gate that reports its position and obeys open, close
+    and set_interval commands (register it with profile sluice_gate first)."""
+    import asyncio
+    import logging
+
+    from devices.actuators import CommandableDevice
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("gmqtt", "devices.actuators.gmqtt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    gate = CommandableDevice(
+        device_id,
+        "sluice_gate",
+        host=host,
+        port=port,
+        topic_prefix=topic_prefix,
+        agency=agency,
+        interval_s=interval,
+        protocol=protocol,
+    )
+    console.print(
+        f"Sluice gate {device_id}: telemetry on {gate.telemetry_topic}, commands on "
+        f"{gate.command_topic} (Ctrl-C stops)"
+    )
+    try:
+        asyncio.run(gate.run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"Cannot reach the MQTT broker {host}:{port}: {exc}", 1)
 
 
 @alerts_app.command("list")

@@ -158,3 +158,28 @@ def test_rules_refuse_a_bad_table_naming_the_profile(change, message):
 
     assert "profile 'river_gauge'" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_camera_change_records_and_clears_a_tamper_alert(tmp_path):
+    """Test that the CCTV seam's tampered report opens an alert and clears it."""
+    from gateway.alerts.engine import camera_change
+    from gateway.alerts.store import AlertStore
+    from gateway.registry import Registry
+
+    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    store = AlertStore(registry)
+    fired = store.record(
+        camera_change("cam-panus", "tampered", True, 1 * S, "view blocked")
+    )
+    cleared = store.record(camera_change("cam-panus", "tampered", False, 2 * S))
+    alert = store.get(fired.alert_id).alert
+    registry.close()
+
+    assert (fired.event, cleared.event) == ("fired", "resolved")
+    assert (alert.kind, alert.rule, alert.state) == (
+        "camera_tampered",
+        "camera:tampered",
+        "resolved",
+    )
+    with pytest.raises(ValueError, match="offline"):
+        camera_change("cam-panus", "dusty", True, 0)

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from gateway.alerts.rules import BatteryRule, DeviceTypeRules, LevelRule, RiseRule
 from gateway.points import Point
 
-__all__ = ["AlertChange", "AlertEngine"]
+__all__ = ["CAMERA_CONDITIONS", "AlertChange", "AlertEngine", "camera_change"]
 
 logger = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
 NORMAL = 0
+# What the CCTV frame sampler can report of a camera (see camera_change).
+CAMERA_CONDITIONS = ("offline", "tampered")
+CAMERA_SEVERITY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,34 @@ class AlertEngine:
                 f"(alert below {rule.below:g})",
             )
         ]
+
+
+def camera_change(
+    camera_id: str, condition: str, active: bool, at_ns: int, detail: str = ""
+) -> AlertChange:
+    """Return the change that raises or clears a camera's offline/tampered alert.
+
+    The seam for the CCTV sampler: it passes the result to
+    `GatewayOperations.alerts.report`, and an alert then lives, is published
+    and notified as any other. Raises ValueError for an unknown condition.
+    """
+    if condition not in CAMERA_CONDITIONS:
+        raise ValueError(
+            f"camera condition must be one of {CAMERA_CONDITIONS}, got {condition!r}"
+        )
+    return AlertChange(
+        device_id=camera_id,
+        rule=f"camera:{condition}",
+        kind=f"camera_{condition}",
+        level=condition if active else "normal",
+        severity=CAMERA_SEVERITY if active else NORMAL,
+        value=None,
+        unit="",
+        at_ns=at_ns,
+        message=(detail or f"camera {condition}")
+        if active
+        else f"camera no longer {condition}",
+    )
 
 
 def _number(value: object) -> float | None:
