@@ -98,7 +98,12 @@ class Gateway:
         if self.registry is not None:
             await self.registry.start()
         if self.operations is not None:
-            await self.operations.start()
+            try:
+                await self.operations.start()
+            except BaseException:
+                if self.registry is not None:
+                    await self.registry.stop()
+                raise
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
