@@ -134,6 +134,7 @@ class GatewayOperations:
                 self.command_specs,
                 self._publish_command,
                 device_tag=config.quality.device_tag,
+                ready=self.link.connected.is_set,
             )
 
     def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:

@@ -72,12 +72,16 @@ class CommandDispatcher:
         publish: PublishCommand,
         *,
         device_tag: str = "device_id",
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.store = store
         self.specs = specs
         self.publish = publish
         self.device_tag = device_tag
+        # False while the broker is away: commands then stay queued rather
+        # than being claimed and put back at every round.
+        self.ready = ready
         self.in_flight: dict[str, _InFlight] = {}
         self._device_commands: dict[str, set[str]] = {}
         self._settled: list[tuple[str, str, str, dict[str, Any] | None]] = []
@@ -170,8 +174,9 @@ class CommandDispatcher:
             self.store.expire_queued, self.settings.queue_timeout_s
         )
         del expired  # logged by the store
-        for outgoing in await asyncio.to_thread(self.store.claim_queued):
-            await self._send(outgoing)
+        if self.ready():
+            for outgoing in await asyncio.to_thread(self.store.claim_queued):
+                await self._send(outgoing)
         now_s = time.monotonic()
         for command_id, flight in list(self.in_flight.items()):
             if now_s < flight.deadline_s:
