@@ -651,6 +651,12 @@ class AlertsConfig(_Section):
     )
     retry_min_s: DelaySeconds = Field(1.0, description="First retry delay, s")
     retry_max_s: DelaySeconds = Field(300.0, description="Longest retry delay, s")
+    camera_status_topic: str = Field(
+        "decor/cameras/+/status",
+        description="Topic filter of the CCTV sampler's retained camera statuses; "
+        "an offline camera, or one frozen, covered or blurred (tampered), raises "
+        "an alert; empty: none",
+    )
 
     @field_validator("topic_prefix")
     @classmethod

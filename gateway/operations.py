@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from gateway.alerts.cameras import camera_changes
 from gateway.alerts.rules import load_profile_tables, rules_by_device_type
 from gateway.alerts.service import AlertService
 from gateway.alerts.store import AlertStore
@@ -30,6 +31,7 @@ from gateway.registry.schemas import DeviceOut
 from gateway.registry.service import MAX_PAGE, Registry
 from gateway.sinks import BatchWriter
 from gateway.sources import MqttMessage, MqttSubscriber
+from gateway.sources.mqtt import topic_matches
 
 __all__ = ["GatewayOperations"]
 
@@ -55,11 +57,11 @@ class GatewayOperations:
             raise ConfigError(str(exc), key="quality.profiles_dir", source=source)
         mqtt = config.mqtt
         client_id = mqtt.client_id[: 64 - len(OPS_CLIENT_SUFFIX)] + OPS_CLIENT_SUFFIX
-        filters = (
-            [(reply_filter(config.commands.reply_topic), 1)]
-            if config.commands.enabled
-            else []
-        )
+        filters: list[tuple[str, int]] = []
+        if config.commands.enabled:
+            filters.append((reply_filter(config.commands.reply_topic), 1))
+        if config.alerts.enabled and config.alerts.camera_status_topic:
+            filters.append((config.alerts.camera_status_topic, 1))
         self.link = MqttSubscriber(
             mqtt.model_copy(
                 update={
@@ -171,6 +173,11 @@ class GatewayOperations:
             self.registry.close()
 
     async def _on_message(self, message: MqttMessage) -> None:
+        camera_filter = self.config.alerts.camera_status_topic
+        if camera_filter and topic_matches(camera_filter, message.topic):
+            if self.alerts is not None:
+                self.alerts.report(camera_changes(message))
+            return
         if self.commands is not None:
             self.commands.handle_reply(message)
 

@@ -136,6 +136,7 @@ def with_operations(
         "publish_interval_s": 0.2,
         "retry_min_s": 0.2,
         "retry_max_s": 0.5,
+        "camera_status_topic": f"{topic_prefix}/cameras/+/status",
         **sections.get("alerts", {}),
     }
     raw["liveness"] = {

@@ -204,3 +204,56 @@ async def test_retained_alert_state_reaches_a_late_subscriber(
     assert body["alert"]["level"] == "siaga"
     assert [a["level"] for a in body["open"]] == ["siaga"]
     registry.close()
+
+
+async def test_camera_statuses_raise_and_clear_camera_alerts(
+    broker, gateway_config, running_gateway, topic_prefix, publisher, tmp_path: Path
+):
+    """Test that the CCTV sampler's statuses (covered, then offline, then online
+    again) open and resolve tampered and offline alerts, once each."""
+    database_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = Registry.open(database_url)
+    store = AlertStore(registry)
+    config = with_operations(
+        gateway_config(), database_url, topic_prefix, tmp_path, alerts={"enabled": True}
+    )
+    status_topic = f"{topic_prefix}/cameras/cam-panus/status"
+    statuses = [
+        {"state": "starting"},
+        {"state": "online", "covered": False, "frozen": False},
+        {"state": "online", "covered": True, "frozen": False},
+        {"state": "online", "covered": True, "frozen": False},  # told again
+        {"state": "offline", "reason": "timeout", "covered": False},
+        {"state": "online", "covered": False, "frozen": False},
+    ]
+
+    async with running_gateway(config) as gateway:
+        await gateway.operations.link.subscribed.wait()
+        for number, status in enumerate(statuses, start=1):
+            body = orjson.dumps({"camera": "cam-panus", **status})
+            publisher.publish(status_topic, body)
+            # Each status is judged before the next is sent.
+            await asyncio.sleep(0.3)
+        assert await wait_until(
+            lambda: store.list_alerts(state="resolved").total == 2
+            and not store.unpublished()
+        )
+
+    alerts = {a.rule: a for a in store.list_alerts(state="all").items}
+    assert set(alerts) == {"camera:tampered", "camera:offline"}
+    assert alerts["camera:tampered"].kind == "camera_tampered"
+    assert alerts["camera:offline"].message == "camera offline (timeout)"
+    history = [
+        (e.event, alert.rule)
+        for alert in alerts.values()
+        for e in store.get(alert.alert_id).events
+    ]
+    assert sorted(history) == sorted(
+        [
+            ("fired", "camera:tampered"),
+            ("resolved", "camera:tampered"),
+            ("fired", "camera:offline"),
+            ("resolved", "camera:offline"),
+        ]
+    )
+    registry.close()

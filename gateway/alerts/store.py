@@ -98,6 +98,12 @@ class AlertStore:
             )
             if alert is None and change.severity == 0:
                 return None
+            if (
+                alert is not None
+                and change.severity == alert.severity
+                and change.level == alert.level
+            ):
+                return None  # told again (a retained status after a reconnect)
             if alert is None:
                 alert = Alert(
                     device_id=change.device_id,
@@ -122,11 +128,10 @@ class AlertStore:
             if change.severity:
                 # A resolved alert keeps the last level it was in, for the record.
                 alert.level, alert.severity = change.level, change.severity
-            alert.value, alert.unit, alert.message = (
-                change.value,
-                change.unit,
-                change.message,
-            )
+            alert.value, alert.unit = change.value, change.unit
+            if change.severity:
+                # A resolved alert keeps the message of why it was raised.
+                alert.message = change.message
             session.flush()
             row = AlertEvent(
                 alert_id=alert.alert_id,
