@@ -138,6 +138,12 @@ class GatewayOperations:
                 device_tag=config.quality.device_tag,
                 ready=self.link.connected.is_set,
             )
+            resumed = await self.commands.resume()
+            if resumed:
+                logger.info(
+                    "Following %d commands an earlier run sent and did not see end",
+                    resumed,
+                )
 
     def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """Return the long-running work to supervise, by task name."""

@@ -13,8 +13,12 @@ import pytest
 
 from devices.actuators import CommandableDevice
 from devices.profiles import load_profiles
+from gateway.alerts.rules import load_profile_tables
+from gateway.commands.specs import specs_by_device_type
+from gateway.commands.store import CommandStore
 from gateway.registry import Registry
 from gateway.registry.tokens import issue_token
+from tests.conftest import wait_until
 from tests.operations_support import ACTOR, register, watching, with_operations
 from tests.test_faults import free_port
 
@@ -189,3 +193,39 @@ async def test_commands_reach_devices_and_complete_or_time_out(
         ("gateway", "acknowledged"),
         ("gateway", "confirmed"),
     ]
+
+
+async def test_gateway_restart_takes_up_a_command_left_waiting(
+    gateway_config, running_gateway, topic_prefix, tmp_path: Path, tokens
+):
+    """Test that a command an earlier run sent and never saw answered still fails
+    by its timeout after a restart, instead of staying sent for ever."""
+    database_url, _ = tokens
+    registry = Registry.open(database_url, load_profiles())
+    specs = specs_by_device_type(load_profile_tables())
+    store = CommandStore(registry, specs)
+    command = store.request(
+        "rg-mute", "set_interval", {"interval_s": "30"}, "budi", "technician", 0.5
+    )
+    # What the earlier run did before it stopped: handed it to the broker.
+    [claimed] = store.claim_queued()
+    config = with_operations(
+        gateway_config(),
+        database_url,
+        topic_prefix,
+        tmp_path,
+        commands={"enabled": True},
+    )
+
+    async with running_gateway(config):
+        assert await wait_until(lambda: store.get(command.command_id).finished)
+
+    final = store.get(command.command_id)
+    trail = [e.action for e in registry.audit_log(entity_id=command.command_id).items]
+    registry.close()
+    assert claimed.command.state == "sent"
+    assert trail == ["failed", "sent", "command"]  # newest first; never sent again
+    assert (final.state, final.detail) == (
+        "failed",
+        "no reply from the device within 0.5 s",
+    )

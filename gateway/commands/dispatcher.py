@@ -8,9 +8,9 @@ profile names the reading that shows the effect, the device's telemetry then
 confirms it. No reply within the command's timeout, or no confirming reading
 within `confirm_timeout_s`, fails it.
 
-Known limitation: in-flight commands are followed in this gateway's memory;
-if it stops while a command waits for its reply, the command stays `sent`
-in the database and is not failed by a timeout later.
+Commands under way are followed in memory; at start the gateway takes up
+those an earlier run left `sent` or `acknowledged` (`resume`), with their
+deadlines counted from when they were sent.
 """
 
 from __future__ import annotations
@@ -86,6 +86,34 @@ class CommandDispatcher:
         self._device_commands: dict[str, set[str]] = {}
         self._settled: list[tuple[str, str, str, dict[str, Any] | None]] = []
         self._wake = asyncio.Event()
+
+    async def resume(self) -> int:
+        """Follow again the commands an earlier run sent and did not see end.
+
+        Their deadlines run from when they were sent (or acknowledged), so a
+        reply arriving after a restart still completes a command, and one
+        whose time ran out while no gateway ran fails at once.
+        """
+        now_s, now = time.monotonic(), datetime.now(UTC)
+        outgoing = await asyncio.to_thread(self.store.unfinished)
+        for item in outgoing:
+            command = item.command
+            spec = self.specs.get(item.profile, {}).get(command.action)
+            acknowledged = command.state == "acknowledged"
+            since = (
+                command.acknowledged_at if acknowledged else command.sent_at
+            ) or now
+            allowed_s = (
+                self.settings.confirm_timeout_s if acknowledged else command.timeout_s
+            )
+            left_s = allowed_s - (now - since).total_seconds()
+            self._track(
+                command,
+                spec.confirm if spec is not None else None,
+                now_s + max(0.0, left_s),
+                acknowledged=acknowledged,
+            )
+        return len(outgoing)
 
     async def run(self) -> None:
         """Send, time out and settle commands until cancelled."""
@@ -222,13 +250,10 @@ class CommandDispatcher:
             await asyncio.to_thread(self.store.unclaim, command.command_id)
             return
         spec = self.specs.get(outgoing.profile, {}).get(command.action)
-        self.in_flight[command.command_id] = _InFlight(
-            command=command,
-            confirm=spec.confirm if spec is not None else None,
-            deadline_s=time.monotonic() + command.timeout_s,
-        )
-        self._device_commands.setdefault(command.device_id, set()).add(
-            command.command_id
+        self._track(
+            command,
+            spec.confirm if spec is not None else None,
+            time.monotonic() + command.timeout_s,
         )
         logger.info(
             "Sent command %s (%s %s) to %s on %r",
@@ -237,6 +262,24 @@ class CommandDispatcher:
             command.args,
             command.device_id,
             topic,
+        )
+
+    def _track(
+        self,
+        command: CommandOut,
+        confirm: Confirmation | None,
+        deadline_s: float,
+        *,
+        acknowledged: bool = False,
+    ) -> None:
+        self.in_flight[command.command_id] = _InFlight(
+            command=command,
+            confirm=confirm,
+            deadline_s=deadline_s,
+            acknowledged=acknowledged,
+        )
+        self._device_commands.setdefault(command.device_id, set()).add(
+            command.command_id
         )
 
     def _settle(

@@ -230,6 +230,24 @@ class CommandStore:
                 )
         return claimed
 
+    def unfinished(self) -> list[Outgoing]:
+        """Return the commands sent or acknowledged but not yet ended."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Command, Device)
+                .join(Device, Device.device_id == Command.device_id)
+                .where(Command.state.in_(("sent", "acknowledged")))
+                .order_by(Command.created_at)
+            ).all()
+            return [
+                Outgoing(
+                    command=CommandOut.model_validate(command),
+                    agency=device.agency_id,
+                    profile=device.profile,
+                )
+                for command, device in rows
+            ]
+
     def unclaim(self, command_id: str) -> None:
         """Put a command that could not be handed to the broker back in the queue."""
         with self.sessions.begin() as session:
