@@ -100,8 +100,9 @@ async def test_gauge_across_levels_fires_escalates_and_resolves_one_alert(
                 assert await wait_until(lambda: store.list_alerts().total >= 1)
                 first = store.list_alerts().items[-1]
                 store.acknowledge(first.alert_id, "officer-ani")
-                outbox = tmp_path / "outbox"
-                assert await wait_until(lambda: len(list(outbox.glob("*.json"))) >= 2)
+                assert await wait_until(
+                    lambda: len(list((tmp_path / "outbox").glob("*.json"))) >= 2
+                )
         # Every event published; then the receiver comes up and gets them all.
         assert await wait_until(
             lambda: (
@@ -200,7 +201,7 @@ async def test_retained_alert_state_reaches_a_late_subscriber(
         assert await wait_until(lambda: bool(watcher.messages))
 
     topic_seen, body, retained = watcher.messages[0]
-    assert retained
+    assert (topic_seen, retained) == (alert_topic, True)
     assert body["alert"]["level"] == "siaga"
     assert [a["level"] for a in body["open"]] == ["siaga"]
     registry.close()
@@ -235,8 +236,10 @@ async def test_camera_statuses_raise_and_clear_camera_alerts(
             # Each status is judged before the next is sent.
             await asyncio.sleep(0.3)
         assert await wait_until(
-            lambda: store.list_alerts(state="resolved").total == 2
-            and not store.unpublished()
+            lambda: (
+                store.list_alerts(state="resolved").total == 2
+                and not store.unpublished()
+            )
         )
 
     alerts = {a.rule: a for a in store.list_alerts(state="all").items}

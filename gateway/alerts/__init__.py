@@ -1,6 +1,7 @@
 """Alerts: rules from device profiles, judged as readings arrive, kept and notified."""
 
-from gateway.alerts.engine import AlertChange, AlertEngine
+from gateway.alerts.cameras import camera_changes
+from gateway.alerts.engine import AlertChange, AlertEngine, camera_change
 from gateway.alerts.notify import Destination, Notification, Notifier, Outbox
 from gateway.alerts.rules import (
     DeviceTypeRules,
@@ -24,6 +25,8 @@ __all__ = [
     "Notification",
     "Notifier",
     "Outbox",
+    "camera_change",
+    "camera_changes",
     "load_profile_tables",
     "parse_rules",
     "rules_by_device_type",
