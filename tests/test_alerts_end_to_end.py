@@ -260,3 +260,48 @@ async def test_camera_statuses_raise_and_clear_camera_alerts(
         ]
     )
     registry.close()
+
+
+async def test_alert_events_become_grafana_annotations(
+    gateway_config, running_gateway, topic_prefix, publisher, tmp_path: Path
+):
+    """Test that with grafana_url set each event is POSTed to /api/annotations
+    with the service account token and tags naming device, rule and level."""
+    database_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    grafana = WebhookReceiver(free_port())  # stands in for Grafana's HTTP API
+    grafana.start()
+    config = with_operations(
+        gateway_config(),
+        database_url,
+        topic_prefix,
+        tmp_path,
+        alerts={
+            "enabled": True,
+            "grafana_url": f"http://127.0.0.1:{grafana.port}/",
+            "grafana_token": "glsa_test",
+        },
+    )
+    try:
+        async with running_gateway(config):
+            publisher.publish(
+                f"{topic_prefix}/pupr/river_gauge/rg-graf/telemetry",
+                orjson.dumps({"water_level_cm": 360.0}),
+            )
+            assert await wait_until(lambda: len(grafana.received) >= 1)
+    finally:
+        grafana.stop()
+
+    by_rule = {r.body["tags"][3]: r for r in grafana.received}
+    level = by_rule["level:water_level_cm"]
+    assert level.path == "/api/annotations"
+    assert level.headers["Authorization"] == "Bearer glsa_test"
+    assert level.body["tags"] == [
+        "decor",
+        "alert",
+        "rg-graf",
+        "level:water_level_cm",
+        "awas",
+        "fired",
+    ]
+    assert level.body["text"].startswith("[AWAS] rg-graf: water_level_cm 360 cm")
+    assert isinstance(level.body["time"], int)
