@@ -2,9 +2,11 @@
 
 River gauges, rain gauges and air-quality stations: `run_simulation` publishes
 their telemetry over MQTT; `load_profiles` tells what each device type sends,
-in which units and ranges.
+in which units and ranges. `CommandableDevice` is a gauge or a sluice gate
+that also answers commands.
 """
 
+from devices.actuators import ACTUATOR_TYPES, CommandableDevice
 from devices.profiles import (
     DeviceProfile,
     FieldSpec,
@@ -21,7 +23,9 @@ from devices.simulator import (
 )
 
 __all__ = [
+    "ACTUATOR_TYPES",
     "DEVICE_TYPES",
+    "CommandableDevice",
     "DeviceProfile",
     "FieldSpec",
     "SimulatedDevice",

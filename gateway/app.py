@@ -28,6 +28,7 @@ from gateway.errors import ConfigError, PayloadError
 from gateway.logs import DEVICE_ID, enter_subject, leave_subject
 from gateway.logutil import RateLimitedLogger
 from gateway.monitoring import GatewayCollector, GatewayMetrics, MonitoringServer
+from gateway.operations import GatewayOperations
 from gateway.points import Point, encode_line
 from gateway.registry.running import GatewayRegistry
 from gateway.sinks import BatchWriter, Sink, make_sink
@@ -77,6 +78,8 @@ class Gateway:
             self.dead_letters,
             spool=Spool(spool.path, spool.max_bytes) if spool.enabled else None,
         )
+        # None unless [alerts], [liveness] or [commands] is enabled.
+        self.operations = GatewayOperations.from_config(config, self.writer, source)
         # The broker sends no more than max_inflight unacknowledged messages:
         # write once half of them wait, so the other half keeps arriving.
         self.writer.flush_when_waiting = max(1, config.mqtt.max_inflight // 2)
@@ -109,6 +112,14 @@ class Gateway:
             except BaseException:
                 await self.monitoring.stop()
                 raise
+        if self.operations is not None:
+            try:
+                await self.operations.start()
+            except BaseException:
+                if self.registry is not None:
+                    await self.registry.stop()
+                await self.monitoring.stop()
+                raise
         mqtt_name = f"mqtt[{self.subscriber.address}].receive"
         tasks = [
             asyncio.create_task(_supervise("influx.write", self.writer.run)),
@@ -121,6 +132,10 @@ class Gateway:
             task.set_name(name)
         # [grafana] reprovision: Grafana follows the registry (gateway/grafana).
         grafana = _grafana_watcher(self.config, stop)
+        operations = [
+            asyncio.create_task(_supervise(name, body), name=name)
+            for name, body in (self.operations.tasks() if self.operations else [])
+        ]
         try:
             await stop.wait()
         finally:
@@ -130,6 +145,11 @@ class Gateway:
             )
             # Messages arriving from now on stay with the broker.
             self.subscriber.pause()
+            for task in operations:
+                task.cancel()
+            await asyncio.gather(*operations, return_exceptions=True)
+            if self.operations is not None:
+                await self.operations.stop()
             await self.writer.drain()
             await self.subscriber.finish_handlers(HANDLERS_FINISH_TIMEOUT_S)
             tasks[1].cancel()
@@ -304,7 +324,10 @@ class Gateway:
             return []
 
         lines: list[str] = []
-        for point in self._checked_points(message, route, decoded):
+        points = self._checked_points(message, route, decoded)
+        if self.operations is not None:
+            self.operations.observe(points)
+        for point in points:
             try:
                 lines.append(encode_line(point))
             except ValueError as exc:

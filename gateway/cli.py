@@ -51,6 +51,7 @@ from gateway.logs import LogFormat, secrets_in, setup_logging
 from gateway.registry import RegistryError
 from gateway.grafana_cli import register_commands as register_grafana_commands
 from gateway.registry.running import Admit, replay_admission
+from gateway.operations_cli import register_operations_commands
 from gateway.registry_cli import register_commands
 from gateway.sinks import make_sink
 from gateway.stats import GatewayStats
@@ -88,6 +89,7 @@ register_commands(app)
 app.add_typer(cctv_app, name="cctv")
 # decor grafana provision: dashboards and alert rules from the registry.
 register_grafana_commands(app)
+register_operations_commands(app)
 
 ConfigOption = Annotated[
     Path,

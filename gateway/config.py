@@ -58,12 +58,15 @@ if TYPE_CHECKING:
 __all__ = [
     "CameraConfig",
     "CctvConfig",
+    "AlertsConfig",
+    "CommandsConfig",
     "DeadLetterConfig",
     "DecodingConfig",
     "GatewayConfig",
     "GrafanaConfig",
     "InfluxConfig",
     "MonitoringConfig",
+    "LivenessConfig",
     "MqttConfig",
     "QualityConfig",
     "RegistryConfig",
@@ -857,6 +860,153 @@ class MonitoringConfig(_Section):
     )
 
 
+class AlertsConfig(_Section):
+    """Alerts from the profiles' rules, kept in the registry database."""
+
+    enabled: bool = Field(
+        False,
+        description="Judge readings by their profile's alert rules as they arrive; "
+        "alerts are kept in [registry] database_url",
+    )
+    topic_prefix: str = Field(
+        "decor/alerts",
+        min_length=1,
+        description="Each device's alert state is published, retained, to "
+        "<topic_prefix>/<device_id>",
+    )
+    measurement: str = Field(
+        "alert_events", min_length=1, description="InfluxDB measurement of events"
+    )
+    publish_interval_s: DelaySeconds = Field(
+        1.0,
+        description="How often the database is checked for alert events to "
+        "publish that others recorded (acknowledgements), s",
+    )
+    outbox_path: Path = Field(
+        Path(".run/notifications"),
+        description="Directory where notifications wait, one file each, until "
+        "delivered",
+    )
+    webhook_urls: list[str] = Field(
+        [], description="URLs that receive each alert event as a JSON POST"
+    )
+    webhook_secret: str | None = Field(
+        None,
+        description="Signs each webhook body: header X-Decor-Signature is "
+        "sha256=<HMAC-SHA256 of the body, hex>",
+        repr=False,
+    )
+    grafana_url: str | None = Field(
+        None, description="Grafana base URL for annotations; unset: none"
+    )
+    grafana_token: str | None = Field(
+        None, description="Grafana service account token", repr=False
+    )
+    request_timeout_s: DelaySeconds = Field(
+        10.0, description="Longest wait for a receiver's answer, s"
+    )
+    retry_min_s: DelaySeconds = Field(1.0, description="First retry delay, s")
+    retry_max_s: DelaySeconds = Field(300.0, description="Longest retry delay, s")
+    camera_status_topic: str = Field(
+        "decor/cameras/+/status",
+        description="Topic filter of the CCTV sampler's retained camera statuses; "
+        "an offline camera, or one frozen, covered or blurred (tampered), raises "
+        "an alert; empty: none",
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError("must be a topic without the wildcards + and #")
+        return value.rstrip("/")
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for index, url in enumerate(value):
+            if not url.startswith(("http://", "https://")):
+                raise _Invalid(f"{url!r} must start with http:// or https://", index)
+        return value
+
+    @model_validator(mode="after")
+    def _retry_in_order(self) -> AlertsConfig:
+        _check_order(self, "retry_min_s", "retry_max_s")
+        return self
+
+
+class LivenessConfig(_Section):
+    """Online, late or offline: each device's state from its last message."""
+
+    enabled: bool = Field(
+        False, description="Track, publish and store each device's liveness"
+    )
+    topic_prefix: str = Field(
+        "decor/liveness",
+        min_length=1,
+        description="Each state is published, retained, to <topic_prefix>/<id>",
+    )
+    measurement: str = Field(
+        "device_liveness", min_length=1, description="InfluxDB measurement"
+    )
+    check_interval_s: DelaySeconds = Field(
+        1.0, description="How often silences are measured, s"
+    )
+    snapshot_interval_s: DelaySeconds = Field(
+        60.0,
+        description="How often every state is written to InfluxDB even unchanged, "
+        "so a dashboard's last-value query always finds one, s",
+    )
+    alert_offline: bool = Field(
+        True, description="Raise a 'silent' alert when a device goes offline"
+    )
+
+
+class CommandsConfig(_Section):
+    """Commands to devices, sent by the running gateway."""
+
+    enabled: bool = Field(
+        False,
+        description="Send the commands queued in the registry database and "
+        "follow them until confirmed or failed",
+    )
+    topic: str = Field(
+        "city/{agency}/{device_type}/{device_id}/command",
+        min_length=1,
+        description="A device's command topic; {agency}, {device_type} and "
+        "{device_id} are filled from the registry",
+    )
+    reply_topic: str = Field(
+        "decor/replies/{device_id}",
+        min_length=1,
+        description="Where a device answers (sent as the MQTT 5 response topic "
+        "and as reply_to in the JSON)",
+    )
+    timeout_s: DelaySeconds = Field(
+        30.0, description="Longest wait for the device's answer once sent, s"
+    )
+    confirm_timeout_s: DelaySeconds = Field(
+        120.0,
+        description="Longest wait, after the answer, for the telemetry that "
+        "shows the result (where the profile names it), s",
+    )
+    queue_timeout_s: DelaySeconds = Field(
+        300.0,
+        description="A command no gateway has sent after this long fails, s",
+    )
+    poll_interval_s: DelaySeconds = Field(
+        0.5, description="How often the database is checked for new commands, s"
+    )
+
+    @field_validator("topic", "reply_topic")
+    @classmethod
+    def _device_topic(cls, value: str) -> str:
+        problem = _device_topic_problem(value)
+        if problem:
+            raise ValueError(f"{value!r}: {problem}")
+        return value
+
+
 class GatewayConfig(_Section):
     """The whole configuration file."""
 
@@ -878,6 +1028,9 @@ class GatewayConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     grafana: GrafanaConfig = GrafanaConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    liveness: LivenessConfig = LivenessConfig()
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     subscriptions: list[SubscriptionConfig] = Field(
         min_length=1, description="Topic filters to read"
     )

@@ -14,7 +14,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from gateway.alerts.rules import load_profile_tables
 from gateway.api.auth import ADMIN, READ, WRITE, require
+from gateway.api.operations import add_operations_routes
+from gateway.commands.specs import specs_by_device_type
 from gateway.config import DynsecConfig, GatewayConfig
 from gateway.registry.errors import (
     AccessError,
@@ -104,7 +107,13 @@ def create_app_from_config(settings: GatewayConfig, source: str = "") -> FastAPI
     """Open the configured registry (upgrading its schema) and build the API on it."""
     profiles = load_quality_profiles(settings.quality.profiles_dir, source)
     registry = Registry.open(settings.registry.database_url, profiles)
-    return create_app(registry, settings.registry.dynsec)
+    app = create_app(registry, settings.registry.dynsec)
+    # Alerts and commands (gateway/api/operations.py).
+    tables = load_profile_tables(settings.quality.profiles_dir, source)
+    add_operations_routes(
+        app, specs_by_device_type(tables), settings.commands.timeout_s
+    )
+    return app
 
 
 def _registry_of(request: Request) -> Registry:

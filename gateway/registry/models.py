@@ -230,3 +230,8 @@ class AuditEntry(Base):
 
     def __repr__(self) -> str:
         return f"AuditEntry({self.action} {self.entity} {self.entity_id!r})"
+
+
+# The operations tables share this metadata; imported last, as they build on
+# the classes above.
+from gateway.registry import operations_models  # noqa: E402, F401

@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +70,8 @@ class MqttMessage:
     # MQTT 5 subscription identifiers of the subscriptions this copy was sent
     # for: the n-th topic filter has identifier n + 1. Empty for MQTT 3.1.1.
     subscription_ids: tuple[int, ...] = ()
+    # MQTT 5 correlation data the sender attached (command replies); else None.
+    correlation_data: bytes | None = None
 
 
 class Settling(Protocol):
@@ -191,8 +193,21 @@ class MqttSubscriber:
         finally:
             await self._close()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
-        """Publish a message if connected; return whether it was handed over."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        *,
+        retain: bool = False,
+        properties: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Publish a message if connected; return whether it was handed over.
+
+        Args:
+            properties: MQTT 5 publish properties by gmqtt's names
+                (`response_topic`, `correlation_data`); ignored under 3.1.1.
+        """
         client = self._client
         if client is None or not self.connected.is_set():
             logger.warning(
@@ -201,7 +216,8 @@ class MqttSubscriber:
                 topic,
             )
             return False
-        client.publish(topic, payload, qos=qos)
+        extra = dict(properties or {}) if self._config.protocol == "5" else {}
+        client.publish(topic, payload, qos=qos, retain=retain, **extra)
         return True
 
     def pause(self) -> None:
@@ -345,6 +361,7 @@ class MqttSubscriber:
             retain=bool(props.get("retain", 0)),
             received_ns=time.time_ns(),
             subscription_ids=tuple(props.get("subscription_identifier", ())),
+            correlation_data=_first_bytes(props.get("correlation_data")),
         )
         try:
             outcome = self._handler(message)
@@ -678,3 +695,12 @@ def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
     return describe_connection_failure(exc)
+
+
+def _first_bytes(value: Any) -> bytes | None:
+    """Return a property gmqtt gives as a value or a list of values, as bytes."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if isinstance(value, str):
+        return value.encode()
+    return value if isinstance(value, bytes) else None

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from devices import DEVICE_TYPES, flatten_payload, load_profile, load_profiles
+from devices import (
+    ACTUATOR_TYPES,
+    DEVICE_TYPES,
+    flatten_payload,
+    load_profile,
+    load_profiles,
+)
 from devices.profiles import parse_profile
 
 
@@ -12,7 +18,7 @@ def test_load_profiles_every_device_type_shipped():
     """Test that a profile with float fields and units ships for each device type."""
     profiles = load_profiles()
 
-    assert sorted(profiles) == sorted(DEVICE_TYPES)
+    assert sorted(profiles) == sorted(DEVICE_TYPES + ACTUATOR_TYPES)
     for device_type, profile in profiles.items():
         assert profile.device_type == device_type
         assert profile.report_interval_s > 0
@@ -23,7 +29,7 @@ def test_load_profiles_every_device_type_shipped():
             assert spec.min < spec.max
 
 
-@pytest.mark.parametrize("device_type", DEVICE_TYPES)
+@pytest.mark.parametrize("device_type", DEVICE_TYPES + ACTUATOR_TYPES)
 def test_profile_sample_within_field_ranges(device_type):
     """Test that each profile's sample payload has exactly its fields, in range."""
     profile = load_profile(device_type)

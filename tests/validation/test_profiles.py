@@ -123,7 +123,13 @@ def test_load_quality_profiles_operator_dir_adds_and_replaces(tmp_path, caplog):
 
     profiles = load_quality_profiles(tmp_path)
 
-    assert sorted(profiles) == ["air_quality", "rain_gauge", "river_gauge", "tank"]
+    assert sorted(profiles) == [
+        "air_quality",
+        "rain_gauge",
+        "river_gauge",
+        "sluice_gate",
+        "tank",
+    ]
     assert list(profiles["river_gauge"].fields) == ["level_cm"]
     assert "Profile of river_gauge from" in caplog.text
 
