@@ -38,10 +38,11 @@ def run(
     ),
 ) -> None:
     """Sample the [[cameras]] of a configuration until SIGINT or SIGTERM."""
-    from gateway.cli import _load_or_exit, _setup_logging
+    from gateway.cli import _load_or_exit
+    from gateway.logs import secrets_in, setup_logging
 
     settings = _load_or_exit(config)
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, secrets=secrets_in(settings))
     if not settings.cameras:
         typer.echo(f"{config}: no [[cameras]] to sample", err=True)
         raise typer.Exit(code=2)

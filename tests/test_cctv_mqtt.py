@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import gmqtt
@@ -88,3 +89,74 @@ async def test_cctv_publishes_retained_status_and_events(tmp_path, broker, influ
     kinds = {(row["camera"], row["error"]) for row in health}
     assert ("down", "refused") in kinds and ("good", "") in kinds
     assert any(row.get("errors_refused") for row in health if row["camera"] == "down")
+
+
+def test_decor_cctv_run_samples_a_camera_as_the_demo_runs_it(
+    tmp_path, broker, influx_v1
+):
+    """Test that `decor cctv run`, the command `make demo` starts, samples a
+    file camera into snapshots and answers on its HTTP port, then exits 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    snapshots = tmp_path / "snaps"
+    port = free_port()
+    config = tmp_path / "cctv.toml"
+    config.write_text(
+        f"""
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+[influx]
+url = "{influx_v1.url}"
+database = "{influx_v1.database}"
+[dead_letters]
+path = "{tmp_path / "dead.jsonl"}"
+[[subscriptions]]
+topic = "unused/#"
+[cctv]
+snapshot_dir = "{snapshots}"
+[[cameras]]
+id = "cli-cam"
+url = "{CLIP}"
+interval_s = 1.0
+"""
+    )
+    decor = str(Path(sys.executable).with_name("decor"))
+    process = subprocess.Popen(
+        [
+            decor,
+            "cctv",
+            "run",
+            "--config",
+            str(config),
+            "--duration",
+            "6",
+            "--http-port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    answered = None
+    for _ in range(100):
+        if process.poll() is not None:
+            break
+        try:
+            answered = httpx.get(
+                f"http://127.0.0.1:{port}/cameras/cli-cam/snapshot.jpg", timeout=2
+            )
+            if answered.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+    assert answered is not None and answered.status_code == 200
+    assert answered.content[:2] == b"\xff\xd8"  # a JPEG
+    assert list(snapshots.rglob("*.jpg"))
