@@ -36,7 +36,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devices.profiles import load_profiles  # noqa: E402
-from gateway.grafana import Generation, InfluxSource, build_bundle, provision, read_city  # noqa: E402
+from gateway.grafana import (  # noqa: E402
+    Generation,
+    InfluxSource,
+    build_bundle,
+    provision,
+    read_city,
+)
 from gateway.grafana.demo import seed_demo_registry  # noqa: E402
 from gateway.grafana.files import write_files  # noqa: E402
 from gateway.registry import DeviceIn, Registry  # noqa: E402

@@ -7,6 +7,7 @@ it; the output is committed in `grafana/` for the compose deployment.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,8 @@ DEMO_CAMERAS = (
     ("cam-ciliwung-panus", "dinas-pupr", "Ciliwung, Pancoran Mas"),
     ("cam-pesanggrahan-sawangan", "dinas-pupr", "Pesanggrahan, Sawangan"),
 )
+
+logger = logging.getLogger(__name__)
 
 
 def site_id_of(site_name: str) -> str:
@@ -123,8 +126,9 @@ def main(out_dir: str) -> None:
         city, Generation(gateway_api_url="http://localhost:8080"), influx
     )
     written = write_files(bundle, Path(out_dir))
-    print(f"Wrote {len(written)} files to {out_dir}")
+    logger.info("Wrote %d files to %s", len(written), out_dir)
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main(sys.argv[1] if len(sys.argv) > 1 else "grafana")

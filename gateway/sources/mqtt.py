@@ -353,7 +353,8 @@ class MqttSubscriber:
         ):
             self._room_for_messages.clear()
             self.reading_held_back += 1
-        settled = functools.partial(self._settled, client, client._connection, mid, qos)  # noqa: SLF001
+        connection = client._connection  # noqa: SLF001 - acks go back on it only
+        settled = functools.partial(self._settled, client, connection, mid, qos)
         message = MqttMessage(
             topic=topic,
             payload=payload,
