@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 # settled, and the last attempt at what the writer left.
 HANDLERS_FINISH_TIMEOUT_S = 5.0
 LAST_FLUSH_TIMEOUT_S = 2.0
+# How long the alert, liveness and command tasks get to stop.
+OPERATIONS_STOP_S = 5.0
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 MAX_LOGGED_PAYLOAD_BYTES = 200
@@ -147,7 +149,16 @@ class Gateway:
             self.subscriber.pause()
             for task in operations:
                 task.cancel()
-            await asyncio.gather(*operations, return_exceptions=True)
+            if operations:
+                # A task stuck in a database call cannot be cancelled until the
+                # call returns: the stop does not wait for it for ever.
+                _, stuck = await asyncio.wait(operations, timeout=OPERATIONS_STOP_S)
+                for task in stuck:
+                    logger.warning(
+                        "%s did not stop within %.0f s; going on without it",
+                        task.get_name(),
+                        OPERATIONS_STOP_S,
+                    )
             if self.operations is not None:
                 await self.operations.stop()
             await self.writer.drain()
